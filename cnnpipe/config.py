@@ -1,0 +1,372 @@
+"""Typed, frozen view of ``params.yaml``: loaded once, validated, passed down as arguments.
+
+Every section is a frozen dataclass. Loading rejects unknown keys, wrong types and
+out-of-range values with a message that names the key (and the valid choices, where
+there is a closed set), so a typo in ``dvc exp run -S`` fails fast instead of silently
+training with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnpipe.errors import CnnpipeError
+
+
+class ParamsError(CnnpipeError, ValueError):
+    """params.yaml (or an override) is invalid; the message names the key and the problem."""
+
+
+def _choice(where: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ParamsError(f"{where}: unsupported value {value!r}; choose one of: {', '.join(choices)}")
+
+
+def _positive(where: str, value: float) -> None:
+    if value <= 0:
+        raise ParamsError(f"{where}: must be > 0, got {value!r}")
+
+
+def _fraction(where: str, value: float, *, closed: bool = False) -> None:
+    ok = 0 <= value <= 1 if closed else 0 < value < 1
+    if not ok:
+        interval = "[0, 1]" if closed else "(0, 1)"
+        raise ParamsError(f"{where}: must be in {interval}, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each stage reads and writes; dvc.yaml templates its deps/outs from the same keys."""
+
+    raw: str = "data/raw"
+    prepared: str = "data/prepared"
+    models: str = "models"
+    metrics: str = "metrics"
+    plots: str = "plots"
+    reports: str = "reports"
+
+
+DATASETS = ("fashion-mnist",)
+
+
+@dataclass(frozen=True)
+class FetchParams:
+    dataset: str = "fashion-mnist"
+    # Sources, tried in this order; the first that yields verified files wins.
+    local_dir: str | None = None
+    system_dir: str | None = "/usr/share/datasets/fashion-mnist"  # Debian: dataset-fashion-mnist
+    url: str | None = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+    timeout_s: float = 30.0  # per HTTP request; a dead mirror must not hang a scheduled run
+    retries: int = 2  # extra download attempts per file, with back-off
+
+    def __post_init__(self) -> None:
+        _choice("fetch.dataset", self.dataset, DATASETS)
+        _positive("fetch.timeout_s", self.timeout_s)
+        if self.retries < 0:
+            raise ParamsError(f"fetch.retries: must be >= 0, got {self.retries!r}")
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    # Largest allowed |share_of_class - 1/n_classes| * n_classes, per split. Fashion-MNIST
+    # is exactly balanced; 0.1 tolerates small user subsets without hiding a missing class.
+    balance_tolerance: float = 0.1
+
+    def __post_init__(self) -> None:
+        _fraction("validate.balance_tolerance", self.balance_tolerance, closed=True)
+
+
+@dataclass(frozen=True)
+class ScenesParams:
+    """The localization/segmentation benchmark: keep these defaults (harder is fine, easier is not)."""
+
+    canvas: int = 64
+    n_train: int = 20000
+    n_val: int = 2000  # from the validation items carved out of train (early stopping)
+    n_test: int = 2000
+    min_side: int = 20  # the pasted item's longer side, in pixels, drawn uniformly
+    max_side: int = 48
+    clutter: int = 6  # fragments of other items per scene
+    clutter_min: int = 8  # fragment side, pixels
+    clutter_max: int = 12
+    noise_std: float = 0.05  # additive Gaussian noise, in [0, 1] intensity units
+    mask_threshold: float = 0.1  # mask = item pixels >= this fraction of the item's peak
+
+    def __post_init__(self) -> None:
+        for name in ("canvas", "n_train", "n_val", "n_test", "min_side", "max_side", "clutter_min", "clutter_max"):
+            _positive(f"prepare.scenes.{name}", getattr(self, name))
+        if self.clutter < 0:
+            raise ParamsError(f"prepare.scenes.clutter: must be >= 0, got {self.clutter!r}")
+        if self.min_side > self.max_side:
+            raise ParamsError(
+                f"prepare.scenes.min_side ({self.min_side}) must be <= max_side ({self.max_side})"
+            )
+        if self.max_side > self.canvas:
+            raise ParamsError(
+                f"prepare.scenes.max_side: an item of {self.max_side} px does not fit the "
+                f"{self.canvas} px canvas"
+            )
+        if self.clutter_min > self.clutter_max or self.clutter_max > self.canvas:
+            raise ParamsError(
+                "prepare.scenes: need clutter_min <= clutter_max <= canvas, got "
+                f"{self.clutter_min}, {self.clutter_max}, {self.canvas}"
+            )
+        if self.noise_std < 0:
+            raise ParamsError(f"prepare.scenes.noise_std: must be >= 0, got {self.noise_std!r}")
+        _fraction("prepare.scenes.mask_threshold", self.mask_threshold)
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    val_fraction: float = 0.1  # stratified, carved from train; test stays untouched
+    scenes: ScenesParams = field(default_factory=ScenesParams)
+
+    def __post_init__(self) -> None:
+        _fraction("prepare.val_fraction", self.val_fraction)
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Strengths of the train-time augmentation; each training stage says whether it uses it."""
+
+    flip: bool = True  # horizontal only: clothes are left/right symmetric, not up/down
+    shift: float = 0.1  # fraction of the side
+    rotation: float = 0.0  # fraction of a full turn (keras RandomRotation factor)
+    zoom: float = 0.0  # fraction of the side
+
+    def __post_init__(self) -> None:
+        for name in ("shift", "rotation", "zoom"):
+            _fraction(f"augment.{name}", getattr(self, name), closed=True)
+
+
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """One recipe shape for every model; each training section holds its own values."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4  # AdamW
+    schedule: str = "cosine"  # cosine decay after a short warm-up; constant for debugging
+    warmup_epochs: float = 0.5
+    patience: int = 5  # early stopping on the validation loss
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("epochs", self.epochs)
+        _positive("batch_size", self.batch_size)
+        _positive("learning_rate", self.learning_rate)
+        if self.weight_decay < 0:
+            raise ParamsError(f"weight_decay: must be >= 0, got {self.weight_decay!r}")
+        _choice("schedule", self.schedule, SCHEDULES)
+        if self.warmup_epochs < 0:
+            raise ParamsError(f"warmup_epochs: must be >= 0, got {self.warmup_epochs!r}")
+        _positive("patience", self.patience)
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    filters: tuple[int, ...] = (32, 64, 128)  # one conv block per entry, each halving the side
+    convs_per_block: int = 2
+    dropout: float = 0.3
+    label_smoothing: float = 0.1
+    fit: FitParams = field(default_factory=FitParams)
+
+    def __post_init__(self) -> None:
+        if not self.filters or any(f <= 0 for f in self.filters):
+            raise ParamsError(f"train_classifier.filters: need positive ints, got {self.filters!r}")
+        _positive("train_classifier.convs_per_block", self.convs_per_block)
+        _fraction("train_classifier.dropout", self.dropout, closed=True)
+        _fraction("train_classifier.label_smoothing", self.label_smoothing, closed=True)
+
+
+BACKBONES = ("classifier", "mobilenet_v2", "none")
+
+
+@dataclass(frozen=True)
+class TransferParams:
+    backbone: str = "classifier"  # this pipeline's own classifier: always available offline
+    # keras.applications backbones only: "imagenet" (download or keras cache), a path to a
+    # weights file, or null for random init.
+    weights: str | None = "imagenet"
+    image_size: int = 96  # input side for keras.applications backbones
+    labels_per_class: int = 50  # the few-label budget of the new task
+    val_per_class: int = 20
+    unfreeze_top: int = 4  # layers of the base trained in the fine-tuning phase
+    fine_tune_lr_factor: float = 0.1  # fine-tuning rate = head rate * this
+    fit: FitParams = field(default_factory=FitParams)
+    fine_tune_epochs: int = 10
+
+    def __post_init__(self) -> None:
+        _choice("transfer.backbone", self.backbone, BACKBONES)
+        _positive("transfer.image_size", self.image_size)
+        _positive("transfer.labels_per_class", self.labels_per_class)
+        _positive("transfer.val_per_class", self.val_per_class)
+        if self.unfreeze_top < 0:
+            raise ParamsError(f"transfer.unfreeze_top: must be >= 0, got {self.unfreeze_top!r}")
+        _fraction("transfer.fine_tune_lr_factor", self.fine_tune_lr_factor)
+        _positive("transfer.fine_tune_epochs", self.fine_tune_epochs)
+
+
+@dataclass(frozen=True)
+class LocalizerParams:
+    backbone: str = "classifier"  # "classifier" reuses the trained conv base; "none" = scratch
+    box_loss_weight: float = 5.0
+    dropout: float = 0.2
+    fit: FitParams = field(default_factory=FitParams)
+
+    def __post_init__(self) -> None:
+        _choice("train_localizer.backbone", self.backbone, ("classifier", "none"))
+        _positive("train_localizer.box_loss_weight", self.box_loss_weight)
+        _fraction("train_localizer.dropout", self.dropout, closed=True)
+
+
+@dataclass(frozen=True)
+class UnetParams:
+    filters: tuple[int, ...] = (16, 32, 64, 128)  # encoder levels; the decoder mirrors them
+    multiclass: bool = False  # False: one sigmoid channel; True: softmax over background + classes
+    dice_weight: float = 1.0  # loss = crossentropy + dice_weight * (1 - dice)
+    fit: FitParams = field(default_factory=FitParams)
+
+    def __post_init__(self) -> None:
+        if not self.filters or any(f <= 0 for f in self.filters):
+            raise ParamsError(f"train_unet.filters: need positive ints, got {self.filters!r}")
+        if self.dice_weight < 0:
+            raise ParamsError(f"train_unet.dice_weight: must be >= 0, got {self.dice_weight!r}")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    gradcam_examples: int = 8
+    overlay_examples: int = 16
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 42
+    paths: Paths = field(default_factory=Paths)
+    fetch: FetchParams = field(default_factory=FetchParams)
+    validate: ValidateParams = field(default_factory=ValidateParams)
+    prepare: PrepareParams = field(default_factory=PrepareParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    train_classifier: ClassifierParams = field(default_factory=ClassifierParams)
+    transfer: TransferParams = field(default_factory=TransferParams)
+    train_localizer: LocalizerParams = field(default_factory=LocalizerParams)
+    train_unet: UnetParams = field(default_factory=UnetParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+def _coerce(where: str, tp: Any, value: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert YAML shapes (list -> tuple)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ParamsError(f"{where}: must not be null")
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(where, inner[0], value)
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return tuple(_coerce(f"{where}[{i}]", item_tp, v) for i, v in enumerate(value))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} at {where}")  # a bug in this module
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{where or 'params'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ParamsError(
+            f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys{' of ' + where if where else ''}: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name in data:
+            kwargs[name] = _coerce(f"{where}.{name}" if where else name, hints[name], data[name])
+    try:
+        return cls(**kwargs)
+    except ParamsError as err:
+        # FitParams is shared by several sections: prefix its bare key names with the section.
+        msg = str(err)
+        if where and not msg.startswith(where):
+            msg = f"{where}.{msg}"
+        raise ParamsError(msg) from None
+
+
+def params_from_dict(data: dict[str, Any]) -> Params:
+    """Validate a parsed params mapping; raises :class:`ParamsError` naming the bad key."""
+    return _build(Params, data, "")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    return params_from_dict(data or {})
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain-dict form (tuples as lists), e.g. for logging params to MLflow."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(obj))

@@ -1,0 +1,1 @@
+"""Dataset formats, the scenes generator, manifests and validation."""

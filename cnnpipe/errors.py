@@ -1,0 +1,17 @@
+"""The errors a user can cause; each message names the file, key or check at fault."""
+
+
+class CnnpipeError(Exception):
+    """Base class: stages print these as one clear line and exit non-zero."""
+
+
+class DataError(CnnpipeError):
+    """A dataset file is missing, malformed or fails verification."""
+
+
+class ValidationFailed(CnnpipeError):
+    """One or more Great Expectations checks failed; the message lists each one."""
+
+
+class ModelError(CnnpipeError):
+    """A model file cannot be used (not a model, unsafe, wrong shape)."""

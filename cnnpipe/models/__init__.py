@@ -1,0 +1,1 @@
+"""One builder function per architecture, each returning a ``keras.Model``."""
