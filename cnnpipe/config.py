@@ -207,7 +207,8 @@ class TransferParams:
     image_size: int = 96  # input side for keras.applications backbones
     labels_per_class: int = 50  # the few-label budget of the new task
     val_per_class: int = 20
-    unfreeze_top: int = 4  # layers of the base trained in the fine-tuning phase
+    unfreeze_top: int = 4  # weighted layers of the base trained in the fine-tuning phase
+    dropout: float = 0.3
     fine_tune_lr_factor: float = 0.1  # fine-tuning rate = head rate * this
     fit: FitParams = field(default_factory=FitParams)
     fine_tune_epochs: int = 10
@@ -220,6 +221,7 @@ class TransferParams:
         if self.unfreeze_top < 0:
             raise ParamsError(f"transfer.unfreeze_top: must be >= 0, got {self.unfreeze_top!r}")
         _fraction("transfer.fine_tune_lr_factor", self.fine_tune_lr_factor)
+        _fraction("transfer.dropout", self.dropout, closed=True)
         _positive("transfer.fine_tune_epochs", self.fine_tune_epochs)
 
 
@@ -257,6 +259,54 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class TrackingParams:
+    """Where MLflow records runs and holds the registry; the default needs no server."""
+
+    # None: the embedded store, SQLite ``mlflow.db`` + ``mlartifacts/`` at absolute paths in the
+    # project root (a ``dvc exp`` temp copy must not lose runs). Env MLFLOW_TRACKING_URI wins.
+    uri: str | None = None
+    experiment: str = "cnnpipe"
+    # Reachability check of an HTTP server: MLflow's own client retries for minutes, and a
+    # scheduled run must fail in seconds naming the URI instead.
+    timeout_s: float = 5.0
+    fallback_local: bool = False  # unreachable server: log to the embedded store (and say so)
+
+    def __post_init__(self) -> None:
+        if not self.experiment:
+            raise ParamsError("tracking.experiment: must not be empty")
+        _positive("tracking.timeout_s", self.timeout_s)
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    """Registered model names and the promotion gates of the register stage.
+
+    A challenger becomes @champion only if its gate metric on the test set reaches the floor
+    and beats the champion's (measured on the same test set) by more than 0 and at least
+    ``margin``. The floors refuse a broken model; they are not quality targets.
+    """
+
+    classifier_name: str = "cnnpipe-classifier"
+    transfer_name: str = "cnnpipe-transfer"
+    localizer_name: str = "cnnpipe-localizer"
+    unet_name: str = "cnnpipe-unet"
+    min_accuracy: float = 0.85  # classifier test accuracy (a small CNN reaches ~0.9)
+    min_transfer_accuracy: float = 0.5  # fine-tuned few-label scene classifier (chance: 0.1)
+    min_mean_iou: float = 0.5  # localizer mean box IoU
+    min_dice: float = 0.7  # U-Net foreground Dice
+    margin: float = 0.0  # absolute; 0 still needs a strict improvement (a tie keeps the champion)
+
+    def __post_init__(self) -> None:
+        names = [self.classifier_name, self.transfer_name, self.localizer_name, self.unet_name]
+        if not all(names) or len(set(names)) != len(names):
+            raise ParamsError(f"register: model names must be non-empty and distinct, got {names}")
+        for key in ("min_accuracy", "min_transfer_accuracy", "min_mean_iou", "min_dice"):
+            _fraction(f"register.{key}", getattr(self, key), closed=True)
+        if not 0 <= self.margin < 1:
+            raise ParamsError(f"register.margin: must be in [0, 1), got {self.margin!r}")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     paths: Paths = field(default_factory=Paths)
@@ -269,6 +319,8 @@ class Params:
     train_localizer: LocalizerParams = field(default_factory=LocalizerParams)
     train_unet: UnetParams = field(default_factory=UnetParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+    register: RegisterParams = field(default_factory=RegisterParams)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,49 @@
+"""Readers for the prepared arrays (the prepare stage's output contract)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnpipe.errors import DataError
+from cnnpipe.io import load_array, read_json
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a prepared set; fields absent from a format are None."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray | None = None
+    masks: np.ndarray | None = None
+
+
+def _need(path: Path, producer: str = "prepare") -> Path:
+    if not path.exists():
+        raise DataError(f"{path}: missing; it is written by the {producer!r} stage (run `dvc repro {producer}`)")
+    return path
+
+
+def class_names(directory: Path) -> list[str]:
+    return list(read_json(_need(directory / "meta.json"))["class_names"])
+
+
+def load_classification(directory: Path, split: str) -> Split:
+    """``x_<split>.npy`` float32 (N, H, W, C) in [0, 1] and ``y_<split>.npy`` uint8."""
+    return Split(
+        images=load_array(_need(directory / f"x_{split}.npy")),
+        labels=load_array(_need(directory / f"y_{split}.npy")),
+    )
+
+
+def load_scenes(directory: Path, split: str) -> Split:
+    """Scenes of one split: uint8 images (N, S, S, 1), labels, (x, y, w, h) boxes, {0,1} masks."""
+    return Split(
+        images=load_array(_need(directory / f"{split}_images.npy")),
+        labels=load_array(_need(directory / f"{split}_labels.npy")),
+        boxes=load_array(_need(directory / f"{split}_boxes.npy")),
+        masks=load_array(_need(directory / f"{split}_masks.npy")),
+    )

@@ -1,0 +1,45 @@
+"""What every training task shares: output locations and the model save."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from cnnpipe.errors import ModelError
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    """Where a training task writes: the model file, its curves and its resumable checkpoint."""
+
+    model: Path
+    history_csv: Path
+    checkpoint_dir: Path
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Save a ``.keras`` file atomically (temp file beside it, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o644)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_model(path: Path, producer: str) -> keras.Model:
+    """Load a ``.keras`` model in safe mode (no Lambda bytecode); errors name the file."""
+    if not path.exists():
+        raise ModelError(f"{path}: missing; it is written by the {producer!r} stage (run `dvc repro {producer}`)")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # keras raises ValueError/OSError/zipfile errors for junk files
+        raise ModelError(f"{path}: not a loadable Keras model ({type(err).__name__}: {err})") from err

@@ -1,0 +1,67 @@
+"""Train the localizer: class + box on the scenes, starting from the classifier's backbone."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from cnnpipe.config import AugmentParams, ClassifierParams, LocalizerParams
+from cnnpipe.data.arrays import Split
+from cnnpipe.data.augment import augment_with_boxes
+from cnnpipe.data.pipeline import make_dataset
+from cnnpipe.losses import BoxIoU, BoxLoss
+from cnnpipe.models.backbone import build_backbone
+from cnnpipe.models.localizer import build_localizer
+from cnnpipe.tasks.common import TrainOutputs
+from cnnpipe.train import FitResult, fingerprint, fit_model
+
+
+def _targets(split: Split) -> dict[str, np.ndarray]:
+    return {"class": split.labels.astype(np.int32), "box": split.boxes.astype(np.float32)}
+
+
+def train_localizer(
+    train: Split,
+    val: Split,
+    n_classes: int,
+    params: LocalizerParams,
+    augment: AugmentParams,
+    seed: int,
+    out: TrainOutputs,
+    pretrained: keras.Model | None,
+    classifier_params: ClassifierParams,
+    callbacks: tuple[keras.callbacks.Callback, ...] = (),
+) -> FitResult:
+    """``pretrained``: the trained classifier (its ``backbone`` is reused), or None for scratch."""
+    fit = params.fit
+    if pretrained is not None:
+        backbone = pretrained.get_layer("backbone")
+    else:
+        backbone = build_backbone(classifier_params.filters, classifier_params.convs_per_block)
+
+    def aug(x, y, s):
+        x, box = augment_with_boxes(x, y["box"], augment, s)
+        return x, {"class": y["class"], "box": box}
+
+    train_ds = make_dataset(
+        train.images, _targets(train), batch_size=fit.batch_size, training=True, seed=seed,
+        augment=aug if fit.augment else None,
+    )
+    val_ds = make_dataset(val.images, _targets(val), batch_size=256, training=False, seed=seed)
+    model = build_localizer(backbone, tuple(train.images.shape[1:]), n_classes, params.dropout)
+    return fit_model(
+        model,
+        train_ds,
+        val_ds,
+        fit=fit,
+        loss={"class": keras.losses.SparseCategoricalCrossentropy(), "box": BoxLoss()},
+        loss_weights={"class": 1.0, "box": params.box_loss_weight},
+        metrics={"class": ["accuracy"], "box": [BoxIoU()]},
+        steps_per_epoch=len(train.images) // fit.batch_size,
+        checkpoint_dir=out.checkpoint_dir,
+        history_csv=out.history_csv,
+        run_fingerprint=fingerprint(
+            "localizer", params, augment, seed, train.images.shape, float(train.boxes.sum()), pretrained is not None
+        ),
+        callbacks=callbacks,
+    )

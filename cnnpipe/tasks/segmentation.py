@@ -1,0 +1,64 @@
+"""Train the U-Net on the scenes' masks (binary, or one channel per class)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from cnnpipe.config import AugmentParams, UnetParams
+from cnnpipe.data.arrays import Split
+from cnnpipe.data.augment import augment_with_masks
+from cnnpipe.data.pipeline import make_dataset
+from cnnpipe.losses import DiceCrossentropy, DiceScore
+from cnnpipe.models.unet import build_unet
+from cnnpipe.tasks.common import TrainOutputs
+from cnnpipe.train import FitResult, fingerprint, fit_model
+
+
+def mask_targets(split: Split, n_classes: int, multiclass: bool) -> np.ndarray:
+    """(N, H, W, 1) float {0, 1} masks, or (N, H, W, n_classes + 1) one-hot with channel 0 =
+    background and channel k + 1 = class k."""
+    masks = split.masks.astype(np.uint8)
+    if not multiclass:
+        return masks[..., None].astype(np.float32)
+    index = masks * (split.labels.astype(np.uint8)[:, None, None] + 1)
+    return np.eye(n_classes + 1, dtype=np.float32)[index]
+
+
+def train_unet(
+    train: Split,
+    val: Split,
+    n_classes: int,
+    params: UnetParams,
+    augment: AugmentParams,
+    seed: int,
+    out: TrainOutputs,
+    callbacks: tuple[keras.callbacks.Callback, ...] = (),
+) -> FitResult:
+    fit = params.fit
+    n_out = n_classes + 1 if params.multiclass else 1
+
+    def aug(x, y, s):
+        return augment_with_masks(x, y, augment, s)
+
+    train_ds = make_dataset(
+        train.images, mask_targets(train, n_classes, params.multiclass), batch_size=fit.batch_size,
+        training=True, seed=seed, augment=aug if fit.augment else None,
+    )
+    val_ds = make_dataset(
+        val.images, mask_targets(val, n_classes, params.multiclass), batch_size=256, training=False, seed=seed
+    )
+    model = build_unet(tuple(train.images.shape[1:]), params.filters, n_out)
+    return fit_model(
+        model,
+        train_ds,
+        val_ds,
+        fit=fit,
+        loss=DiceCrossentropy(params.dice_weight, params.multiclass),
+        metrics=[DiceScore(params.multiclass)],
+        steps_per_epoch=len(train.images) // fit.batch_size,
+        checkpoint_dir=out.checkpoint_dir,
+        history_csv=out.history_csv,
+        run_fingerprint=fingerprint("unet", params, augment, seed, train.images.shape, int(train.masks.sum())),
+        callbacks=callbacks,
+    )

@@ -1,0 +1,219 @@
+"""One training routine for every model: loss, metrics, callbacks and optimizer are arguments.
+
+It adds what every stage needs: AdamW with warm-up + cosine decay, a checkpoint at the end
+of each epoch (written atomically) from which an interrupted run resumes, early stopping
+on the validation loss with the best weights restored, and a CSV of the curves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from cnnpipe.config import FitParams
+from cnnpipe.io import read_json, write_json
+
+log = logging.getLogger("cnnpipe")
+
+
+def make_optimizer(fit: FitParams, steps_per_epoch: int, learning_rate: float | None = None) -> keras.optimizers.Optimizer:
+    """AdamW; with ``schedule: cosine`` a linear warm-up then cosine decay to zero."""
+    lr = fit.learning_rate if learning_rate is None else learning_rate
+    if fit.schedule == "cosine":
+        total = max(1, fit.epochs * steps_per_epoch)
+        warmup = min(int(fit.warmup_epochs * steps_per_epoch), total - 1)
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else lr,
+            decay_steps=total - warmup,
+            warmup_target=lr if warmup else None,
+            warmup_steps=warmup,
+        )
+    return keras.optimizers.AdamW(learning_rate=lr, weight_decay=fit.weight_decay)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    model: keras.Model
+    history: dict[str, list[float]]
+    epochs_run: int
+    resumed_from: int  # 0 when training started fresh
+    best_epoch: int
+    seconds_per_epoch: float  # mean wall time of the epochs run here (validation included)
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose memory (best value, epoch, wait, weights) survives a resume.
+
+    Keras resets that state in ``on_train_begin``; a resumed run re-applies the saved one.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.resume_state: dict[str, Any] | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.resume_state is not None:
+            for key, value in self.resume_state.items():
+                setattr(self, key, value)
+
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """Save the full model (weights + optimizer state) and the callbacks' state each epoch.
+
+    Written to a temp file and renamed, so a kill mid-save leaves the previous checkpoint.
+    """
+
+    def __init__(self, directory: Path, fingerprint: str, early: _ResumableEarlyStopping):
+        super().__init__()
+        self.directory = directory
+        self.fingerprint = fingerprint
+        self.early = early
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / ".last.tmp.keras"
+        self.model.save(tmp)
+        os.replace(tmp, self.directory / "last.keras")
+        if self.early.best_weights is not None:
+            best_tmp = self.directory / ".best.tmp.weights.h5"
+            current = self.model.get_weights()
+            self.model.set_weights(self.early.best_weights)
+            self.model.save_weights(best_tmp)
+            self.model.set_weights(current)
+            os.replace(best_tmp, self.directory / "best.weights.h5")
+        write_json(
+            self.directory / "state.json",
+            {
+                "fingerprint": self.fingerprint,
+                "epoch": epoch + 1,
+                "best": None if self.early.best is None else float(self.early.best),
+                "best_epoch": int(self.early.best_epoch),
+                "wait": int(self.early.wait),
+            },
+        )
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of everything that must match for a checkpoint to be resumed."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def fit_model(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    val: tf.data.Dataset,
+    *,
+    fit: FitParams,
+    loss: Any,
+    metrics: Any = None,
+    steps_per_epoch: int,
+    checkpoint_dir: Path,
+    history_csv: Path,
+    run_fingerprint: str,
+    learning_rate: float | None = None,
+    loss_weights: Any = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    monitor: str = "val_loss",
+) -> FitResult:
+    """Compile and fit ``model``; resume from ``checkpoint_dir`` when its fingerprint matches.
+
+    ``run_fingerprint`` must change whenever the data, params or architecture change, so a
+    stale checkpoint is never resumed. The checkpoint directory is removed on success.
+    """
+    model.compile(
+        optimizer=make_optimizer(fit, steps_per_epoch, learning_rate),
+        loss=loss,
+        loss_weights=loss_weights,
+        metrics=metrics,
+    )
+    early = _ResumableEarlyStopping(monitor=monitor, patience=fit.patience, restore_best_weights=True)
+
+    initial_epoch = 0
+    state_path = checkpoint_dir / "state.json"
+    if state_path.exists():
+        state = read_json(state_path)
+        if state.get("fingerprint") == run_fingerprint and (checkpoint_dir / "last.keras").exists():
+            resumed = keras.saving.load_model(checkpoint_dir / "last.keras")
+            model.set_weights(resumed.get_weights())
+            model.optimizer.build(model.trainable_variables)
+            for var, value in zip(model.optimizer.variables, resumed.optimizer.variables, strict=True):
+                var.assign(value)
+            initial_epoch = int(state["epoch"])
+            # Restore early stopping's memory so the resumed run stops where a straight run would.
+            early.resume_state = {"best": state["best"], "best_epoch": state["best_epoch"], "wait": state["wait"]}
+            best = checkpoint_dir / "best.weights.h5"
+            if best.exists():
+                current = model.get_weights()
+                model.load_weights(best)
+                early.resume_state["best_weights"] = model.get_weights()
+                model.set_weights(current)
+            log.info("resuming from checkpoint at epoch %d (%s)", initial_epoch, checkpoint_dir)
+        else:
+            log.info("ignoring a stale checkpoint in %s (different params or data)", checkpoint_dir)
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+    history_csv.parent.mkdir(parents=True, exist_ok=True)
+    if initial_epoch == 0:
+        with contextlib.suppress(FileNotFoundError):
+            history_csv.unlink()
+    timer = _EpochTimer()
+    all_callbacks = [
+        timer,
+        keras.callbacks.CSVLogger(str(history_csv), append=initial_epoch > 0),
+        early,
+        _EpochCheckpoint(checkpoint_dir, run_fingerprint, early),
+        *callbacks,
+    ]
+    stopped = early.resume_state is not None and early.resume_state["wait"] >= fit.patience
+    if initial_epoch >= fit.epochs or stopped:
+        history = {}
+        if early.resume_state and "best_weights" in early.resume_state:
+            early.best_weights = early.resume_state["best_weights"]
+    else:
+        history = model.fit(
+            train,
+            validation_data=val,
+            epochs=fit.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=all_callbacks,
+            shuffle=False,  # tf.data shuffles (seeded); Keras would only warn
+            verbose=2,
+        ).history
+    if early.best_weights is not None:
+        model.set_weights(early.best_weights)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return FitResult(
+        model=model,
+        history=history,
+        epochs_run=initial_epoch + len(next(iter(history.values()), [])),
+        resumed_from=initial_epoch,
+        best_epoch=int(early.best_epoch) + 1,
+        seconds_per_epoch=sum(timer.seconds) / len(timer.seconds) if timer.seconds else 0.0,
+    )

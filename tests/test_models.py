@@ -1,0 +1,115 @@
+"""Model builders: shapes, the shared backbone, safe-mode save/load round trips."""
+
+import keras
+import numpy as np
+import pytest
+
+from cnnpipe.models.backbone import build_backbone
+from cnnpipe.models.classifier import build_classifier
+from cnnpipe.models.localizer import build_localizer
+from cnnpipe.models.transfer import GrayToRGB, build_transfer_model, mobilenet_v2_base, unfreeze_top
+from cnnpipe.models.unet import build_unet
+from cnnpipe.errors import ModelError
+from cnnpipe.tasks.common import load_model, save_model
+
+
+def test_backbone_is_fully_convolutional():
+    bb = build_backbone((4, 8), convs_per_block=2)
+    assert bb(np.zeros((1, 28, 28, 1), "float32")).shape == (1, 14, 14, 8)
+    assert bb(np.zeros((1, 64, 64, 1), "float32")).shape == (1, 32, 32, 8)
+
+
+def test_classifier_shape_and_backbone_reuse():
+    clf = build_classifier((28, 28, 1), 10, (4, 8), 2, 0.1)
+    probs = clf(np.zeros((2, 28, 28, 1), "float32"))
+    assert probs.shape == (2, 10)
+    np.testing.assert_allclose(np.asarray(probs).sum(axis=1), 1.0, rtol=1e-5)
+    loc = build_localizer(clf.get_layer("backbone"), (64, 64, 1), 10, 0.1)
+    out = loc(np.zeros((3, 64, 64, 1), "float32"))
+    assert out["class"].shape == (3, 10) and out["box"].shape == (3, 4)
+    # The localizer shares (not copies) the classifier's backbone weights.
+    assert loc.get_layer("backbone") is clf.get_layer("backbone")
+
+
+@pytest.mark.parametrize(("n_out", "act_sum"), [(1, None), (11, 1.0)])
+def test_unet_shapes(n_out, act_sum):
+    unet = build_unet((64, 64, 1), (4, 8, 16), n_out)
+    masks = np.asarray(unet(np.random.rand(2, 64, 64, 1).astype("float32")))
+    assert masks.shape == (2, 64, 64, n_out)
+    assert masks.min() >= 0 and masks.max() <= 1
+    if act_sum:
+        np.testing.assert_allclose(masks.sum(-1), 1.0, rtol=1e-4)
+    # skip connections: every decoder level concatenates an encoder output
+    assert sum(isinstance(layer, keras.layers.Concatenate) for layer in unet.layers) == 2
+    assert sum(isinstance(layer, keras.layers.Conv2DTranspose) for layer in unet.layers) == 2
+
+
+def test_transfer_unfreeze_top_keeps_batchnorm_frozen():
+    base = build_backbone((4, 8), 2)
+    base.trainable = False
+    unfrozen = unfreeze_top(base, 2)
+    assert unfrozen == 2
+    trainable = [layer for layer in base.layers if layer.trainable and layer.weights]
+    assert len(trainable) == 2
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
+
+
+def test_save_load_round_trip_in_safe_mode(tmp_path):
+    clf = build_classifier((28, 28, 1), 10, (4,), 1, 0.0)
+    x = np.random.rand(2, 28, 28, 1).astype("float32")
+    save_model(clf, tmp_path / "m.keras")
+    again = load_model(tmp_path / "m.keras", producer="train_classifier")
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(clf(x)), atol=1e-6)
+
+
+def test_load_model_errors_name_the_file(tmp_path):
+    with pytest.raises(ModelError, match="missing; it is written by the 'train_classifier' stage"):
+        load_model(tmp_path / "absent.keras", producer="train_classifier")
+    junk = tmp_path / "junk.keras"
+    junk.write_text("not a model")
+    with pytest.raises(ModelError, match="junk.keras: not a loadable Keras model"):
+        load_model(junk, producer="train_classifier")
+
+
+def test_lambda_layer_refused_in_safe_mode(tmp_path):
+    inp = keras.Input((4,))
+    out = keras.layers.Lambda(lambda t: t * 2)(inp)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inp, out).save(path)
+    with pytest.raises(ModelError, match="not a loadable Keras model"):
+        load_model(path, producer="x")
+
+
+def test_mobilenet_from_local_weights_file(tmp_path):
+    # ImageNet weights cannot be downloaded here: save a freshly built base's weights and
+    # load them back through the "local weights file" path.
+    fresh = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None)
+    weights = tmp_path / "mnv2.weights.h5"
+    fresh.save_weights(weights)
+    base = mobilenet_v2_base(32, str(weights))
+    for a, b in zip(base.get_weights(), fresh.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    model = build_transfer_model(base, (64, 64, 1), 10, 0.1, imagenet_input_size=32)
+    assert model(np.zeros((1, 64, 64, 1), "float32")).shape == (1, 10)
+    assert any(isinstance(layer, GrayToRGB) for layer in model.layers)
+
+
+def test_mobilenet_bad_weights_errors(tmp_path):
+    with pytest.raises(ModelError, match="neither 'imagenet', null, nor an existing weights file"):
+        mobilenet_v2_base(96, str(tmp_path / "missing.h5"))
+    with pytest.raises(ModelError, match="ImageNet weights exist for sizes"):
+        mobilenet_v2_base(64, "imagenet")
+
+
+def test_imagenet_download_failure_says_what_to_do(tmp_path, monkeypatch):
+    # No test touches the network: a proxy on a closed loopback port makes the download
+    # fail at once, and an empty KERAS_HOME guarantees there is no cached file.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    with pytest.raises(ModelError) as err:
+        mobilenet_v2_base(96, "imagenet")
+    msg = str(err.value)
+    assert "could not download the ImageNet weights" in msg
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in msg
+    assert "transfer.weights" in msg

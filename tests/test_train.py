@@ -1,0 +1,82 @@
+"""The one training routine: fits, logs curves, checkpoints each epoch and resumes."""
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+
+from cnnpipe.config import FitParams
+from cnnpipe.data.pipeline import make_dataset
+from cnnpipe.models.classifier import build_classifier
+from cnnpipe.seeding import set_global_seed
+from cnnpipe.train import fit_model
+
+
+def _data(n=64):
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 2
+    x = rng.random((n, 8, 8, 1), dtype=np.float32) * 0.2
+    x[y == 1, 2:6, 2:6] += 0.8  # class 1 has a bright square: learnable in a few steps
+    return x, y.astype(np.int32)
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAfter(keras.callbacks.Callback):
+    """Stands in for a kill: raises once ``epoch`` has been checkpointed."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise _Crash
+
+
+def _fit(tmp_path, epochs, fingerprint="a", callbacks=()):
+    set_global_seed(0)
+    x, y = _data()
+    fit = FitParams(epochs=epochs, batch_size=16, learning_rate=1e-2, patience=50, augment=False)
+    model = build_classifier((8, 8, 1), 2, (4,), 1, 0.0)
+    ds = make_dataset(x, y, batch_size=16, training=True, seed=0)
+    val = make_dataset(x, y, batch_size=64, training=False, seed=0)
+    return fit_model(
+        model, ds, val, fit=fit, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+        steps_per_epoch=4, checkpoint_dir=tmp_path / "ckpt", history_csv=tmp_path / "hist.csv",
+        run_fingerprint=fingerprint, callbacks=callbacks,
+    )
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_fit_writes_curves_and_cleans_checkpoint(tmp_path):
+    result = _fit(tmp_path, epochs=3)
+    assert result.epochs_run == 3 and result.resumed_from == 0
+    rows = _rows(tmp_path / "hist.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(rows[0])
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learns
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_interrupted_fit_resumes_from_last_epoch(tmp_path):
+    with pytest.raises(_Crash):
+        _fit(tmp_path, epochs=4, callbacks=(_CrashAfter(2),))
+    assert (tmp_path / "ckpt" / "last.keras").exists()
+    result = _fit(tmp_path, epochs=4)
+    assert result.resumed_from == 2 and result.epochs_run == 4
+    assert [int(r["epoch"]) for r in _rows(tmp_path / "hist.csv")] == [0, 1, 2, 3]
+
+
+def test_stale_checkpoint_is_not_resumed(tmp_path):
+    with pytest.raises(_Crash):
+        _fit(tmp_path, epochs=3, callbacks=(_CrashAfter(1),))
+    result = _fit(tmp_path, epochs=3, fingerprint="different-params")
+    assert result.resumed_from == 0 and result.epochs_run == 3
