@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 
 from cnnpipe import metrics
-from cnnpipe.errors import DataError, ModelError
-from cnnpipe.io import load_array, read_json
+from cnnpipe.errors import ModelError
+from cnnpipe.tasks.common import load_model
+from cnnpipe.tasks.transfer import STYLES as TRANSFER_MODES  # evaluate exactly what was trained
 
 # Rows per forward pass: bounds memory (a multiclass U-Net output is H*W*(C+1) floats per
 # image) while keeping the per-call overhead small on CPU.
 BATCH_SIZE = 256
-
-TRANSFER_MODES = ("scratch", "feature_extraction", "fine_tuning")
 
 # Which stage writes each model file, for the error that says how to get it.
 PRODUCERS = {
@@ -36,37 +35,13 @@ PRODUCERS = {
 # --------------------------------------------------------------------------------------
 
 
-def load_model(models_dir: str | Path, name: str) -> Any:
-    """Load ``models_dir/name`` for inference (safe mode on); a missing file names its stage."""
-    import keras
+def load_models(models_dir: str | Path) -> dict[str, Any]:
+    """Every model the stage scores, keyed by its file name under ``models_dir``.
 
-    path = Path(models_dir) / name
-    if not path.is_file():
-        stage = PRODUCERS.get(name, "a training stage")
-        raise ModelError(f"{path}: model file not found; it is produced by the {stage} stage "
-                         f"(run `dvc repro {stage}`)")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as err:  # keras raises many types for a corrupt or unsafe file
-        raise ModelError(f"{path}: cannot load model: {err}") from err
-
-
-def load_test_arrays(folder: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Load ``<folder>/<name>.npy`` for each name; a missing file points at the prepare stage."""
-    out = {}
-    for name in names:
-        path = Path(folder) / f"{name}.npy"
-        if not path.is_file():
-            raise DataError(f"{path}: prepared test array not found; run `dvc repro prepare`")
-        out[name] = load_array(path)
-    return out
-
-
-def load_class_names(folder: str | Path) -> list[str]:
-    path = Path(folder) / "meta.json"
-    if not path.is_file():
-        raise DataError(f"{path}: dataset metadata not found; run `dvc repro prepare`")
-    return list(read_json(path)["class_names"])
+    Loaded in safe mode for inference; a missing or broken file raises ``ModelError``
+    naming the file and the stage that writes it.
+    """
+    return {name: load_model(Path(models_dir) / name, stage) for name, stage in PRODUCERS.items()}
 
 
 # --------------------------------------------------------------------------------------

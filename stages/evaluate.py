@@ -12,6 +12,7 @@ from pathlib import Path
 from cnnpipe import evaluation as ev
 from cnnpipe import metrics, plots
 from cnnpipe.config import Params
+from cnnpipe.data.arrays import class_names, load_classification, load_scenes
 from cnnpipe.io import write_json
 from cnnpipe.stage import run_stage
 
@@ -27,14 +28,13 @@ def main(params: Params) -> None:
     n_cam, n_overlay = params.evaluate.gradcam_examples, params.evaluate.overlay_examples
 
     # Load everything first: a missing model or array fails before minutes of prediction.
-    models = {name: ev.load_model(models_dir, name) for name in ev.PRODUCERS}
-    cls = ev.load_test_arrays(cls_dir, ["x_test", "y_test"])
-    scn = ev.load_test_arrays(scn_dir, ["test_images", "test_masks", "test_boxes", "test_labels"])
-    names = ev.load_class_names(cls_dir)
-    scene_names = ev.load_class_names(scn_dir)
+    models = ev.load_models(models_dir)
+    cls = load_classification(cls_dir, "test")
+    scn = load_scenes(scn_dir, "test")
+    names, scene_names = class_names(cls_dir), class_names(scn_dir)
 
     # Classifier: report, confusion matrix, Grad-CAM.
-    x, y = cls["x_test"], cls["y_test"]
+    x, y = cls.images, cls.labels
     report, pred = ev.evaluate_classifier(models["classifier.keras"], x, y, names)
     write_json(out / "classifier.json", report)
     plots.confusion_heatmap(metrics.confusion_matrix(y, pred, len(names)), names, fig / "confusion.png")
@@ -44,7 +44,7 @@ def main(params: Params) -> None:
     log.info("classifier: accuracy %.4f, macro F1 %.4f", report["accuracy"], report["macro_f1"])
 
     # Transfer: the same test scenes' labels for all three modes.
-    images, labels = scn["test_images"], scn["test_labels"]
+    images, labels = scn.images, scn.labels
     transfer = ev.evaluate_transfer(
         {m: models[f"transfer/{m}.keras"] for m in ev.TRANSFER_MODES}, images, labels,
         params.transfer.backbone, params.transfer.labels_per_class,
@@ -53,17 +53,17 @@ def main(params: Params) -> None:
     log.info("transfer: %s", {m: round(transfer[m]["accuracy"], 4) for m in ev.TRANSFER_MODES})
 
     # Localizer: IoU and class accuracy, box overlays.
-    loc, pred_cls, pred_box = ev.evaluate_localizer(models["localizer.keras"], images, scn["test_boxes"], labels)
+    loc, pred_cls, pred_box = ev.evaluate_localizer(models["localizer.keras"], images, scn.boxes, labels)
     write_json(out / "localizer.json", loc)
-    plots.box_grid(images[:n_overlay], scn["test_boxes"][:n_overlay], pred_box[:n_overlay],
+    plots.box_grid(images[:n_overlay], scn.boxes[:n_overlay], pred_box[:n_overlay],
                    labels[:n_overlay], pred_cls[:n_overlay], scene_names, fig / "boxes.png")
     log.info("localizer: mean IoU %.4f, IoU>=0.5 %.4f", loc["mean_iou"], loc["iou50_rate"])
 
     # U-Net: Dice/IoU/pixel accuracy, mask overlays.
-    seg, pred_maps = ev.evaluate_unet(models["unet.keras"], images, scn["test_masks"], labels,
+    seg, pred_maps = ev.evaluate_unet(models["unet.keras"], images, scn.masks, labels,
                                       params.train_unet.multiclass, scene_names)
     write_json(out / "unet.json", seg)
-    plots.mask_overlay_grid(images[:n_overlay], scn["test_masks"][:n_overlay], pred_maps[:n_overlay],
+    plots.mask_overlay_grid(images[:n_overlay], scn.masks[:n_overlay], pred_maps[:n_overlay],
                             fig / "masks.png")
     log.info("unet: dice %.4f, iou %.4f", seg["dice"], seg["iou"])
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cnnpipe import evaluation as ev
-from cnnpipe.errors import DataError, ModelError
+from cnnpipe.errors import ModelError
 from cnnpipe.io import read_json, save_array, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,19 +188,31 @@ def test_stage_names_the_missing_model_and_its_stage(tmp_path, capsys):
 # --------------------------------------------------------------------------------------
 
 
-def test_load_model_errors_name_file_and_stage(tmp_path):
-    with pytest.raises(ModelError, match=r"unet\.keras.*train_unet"):
-        ev.load_model(tmp_path, "unet.keras")
+def test_load_models_errors_name_file_and_stage(tmp_path):
+    with pytest.raises(ModelError, match=r"classifier\.keras.*train_classifier"):
+        ev.load_models(tmp_path)
+    _save_models(tmp_path)
+    (tmp_path / "transfer" / "fine_tuning.keras").unlink()
     with pytest.raises(ModelError, match=r"fine_tuning\.keras.*transfer"):
-        ev.load_model(tmp_path, "transfer/fine_tuning.keras")
-    (tmp_path / "localizer.keras").write_bytes(b"not a zip")
-    with pytest.raises(ModelError, match="cannot load"):
-        ev.load_model(tmp_path, "localizer.keras")
+        ev.load_models(tmp_path)
+    (tmp_path / "transfer" / "fine_tuning.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match=r"fine_tuning\.keras.*not a loadable"):
+        ev.load_models(tmp_path)
+    (tmp_path / "transfer" / "fine_tuning.keras").unlink()
+    _save_models(tmp_path)
+    assert set(ev.load_models(tmp_path)) == set(ev.PRODUCERS)
 
 
-def test_missing_test_array_points_at_prepare(tmp_path):
-    with pytest.raises(DataError, match=r"x_test\.npy.*prepare"):
-        ev.load_test_arrays(tmp_path, ["x_test"])
+def test_stage_names_missing_test_data_and_prepare(project, tmp_path, capsys):
+    from cnnpipe.stage import run_stage
+    from stages.evaluate import main
+
+    params = _params(tmp_path)
+    (tmp_path / "models").symlink_to(project / "models")
+    with pytest.raises(SystemExit):
+        run_stage("evaluate", main, ["--params", str(params)])
+    err = capsys.readouterr().err
+    assert "x_test.npy" in err and "prepare" in err
 
 
 def test_evaluate_unet_multiclass_per_class_names_and_ground_truth():
