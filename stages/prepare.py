@@ -1,0 +1,98 @@
+"""DVC stage ``prepare``: the classification set and the scenes set, from the raw IDX files.
+
+Writes ``<paths.prepared>/classification`` and ``<paths.prepared>/scenes`` (each
+atomically) and the scenes' Great Expectations report in
+``<paths.reports>/scenes_validation``. The data is written only if the scenes pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnpipe.config import Params, to_dict
+from cnnpipe.data.fetch import FASHION_MNIST_SPLITS
+from cnnpipe.data.idx import read_idx_pair
+from cnnpipe.data.manifest import scenes_manifest
+from cnnpipe.data.prepare import SPLITS, classification_arrays, split_items
+from cnnpipe.data.scenes import build_scene_splits
+from cnnpipe.data.validation import raise_if_failed, validate_scenes, write_report
+from cnnpipe.errors import DataError
+from cnnpipe.io import atomic_dir, read_json, save_array, write_json
+from cnnpipe.stage import run_stage
+
+log = logging.getLogger("cnnpipe")
+
+
+def _save(out_dir: Path, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
+    with atomic_dir(out_dir) as tmp:
+        for name, array in arrays.items():
+            save_array(tmp / f"{name}.npy", array)
+        write_json(tmp / "meta.json", meta)
+
+
+def body(params: Params) -> None:
+    """Split, normalize and save the classification set; compose, validate and save the scenes."""
+    start = time.perf_counter()
+    raw = Path(params.paths.raw) / params.fetch.dataset
+    prepared = Path(params.paths.prepared)
+    scene_params = params.prepare.scenes
+    if not (raw / "source.json").exists():
+        raise DataError(f"{raw / 'source.json'}: missing; it is written by the 'fetch' stage")
+    class_names = list(read_json(raw / "source.json")["class_names"])
+    x_train, y_train = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["train"]))
+    x_test, y_test = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["test"]))
+
+    items = split_items(x_train, y_train, x_test, y_test, params.prepare.val_fraction, params.seed)
+    classification = classification_arrays(items)
+    log.info("classification: %s items per split", items.counts())
+
+    t = time.perf_counter()
+    scenes = build_scene_splits(items.images, items.labels, scene_params, params.seed)
+    scene_counts = {split: int(len(scenes[split]["labels"])) for split in SPLITS}
+    log.info("scenes: %s composed in %.1f s", scene_counts, time.perf_counter() - t)
+
+    t = time.perf_counter()
+    report = validate_scenes(scenes_manifest(scenes), n_classes=len(class_names), canvas=scene_params.canvas)
+    with atomic_dir(Path(params.paths.reports) / "scenes_validation") as tmp:
+        write_report(report, tmp)
+    verdict = "passed" if report.success else "FAILED"
+    log.info("scenes validation: %s in %.1f s", verdict, time.perf_counter() - t)
+    raise_if_failed(report, "scenes")
+
+    _save(
+        prepared / "classification",
+        classification,
+        {
+            "class_names": class_names,
+            "image_shape": list(classification["x_train"].shape[1:]),
+            "counts": items.counts(),
+            "seed": params.seed,
+            "val_fraction": params.prepare.val_fraction,
+        },
+    )
+    _save(
+        prepared / "scenes",
+        {f"{split}_{name}": array for split in SPLITS for name, array in scenes[split].items()},
+        {
+            "class_names": class_names,
+            "canvas": scene_params.canvas,
+            "counts": scene_counts,
+            "seed": params.seed,
+            "scenes": to_dict(scene_params),
+        },
+    )
+    log.info("wrote %s in %.1f s total", prepared, time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage("prepare", body, argv)
+
+
+if __name__ == "__main__":
+    main()
