@@ -58,7 +58,9 @@ class Paths:
     reports: str = "reports"
 
 
-DATASETS = ("fashion-mnist",)
+# fashion-mnist: pinned content hashes and class names; idx: any MNIST-like set of the same
+# four files (hashes recorded, not checked), class names from fetch.class_names.
+DATASETS = ("fashion-mnist", "idx")
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,15 @@ class FetchParams:
     url: str | None = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
     timeout_s: float = 30.0  # per HTTP request; a dead mirror must not hang a scheduled run
     retries: int = 2  # extra download attempts per file, with back-off
+    class_names: tuple[str, ...] | None = None  # idx only; null means "0".."9"
 
     def __post_init__(self) -> None:
         _choice("fetch.dataset", self.dataset, DATASETS)
+        if self.class_names is not None:
+            if self.dataset == "fashion-mnist":
+                raise ParamsError("fetch.class_names: fashion-mnist has fixed class names; set it only for dataset idx")
+            if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
+                raise ParamsError(f"fetch.class_names: need at least 2 distinct names, got {self.class_names!r}")
         _positive("fetch.timeout_s", self.timeout_s)
         if self.retries < 0:
             raise ParamsError(f"fetch.retries: must be >= 0, got {self.retries!r}")
@@ -256,6 +264,11 @@ class UnetParams:
 class EvaluateParams:
     gradcam_examples: int = 8
     overlay_examples: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("gradcam_examples", "overlay_examples"):
+            if getattr(self, name) < 0:
+                raise ParamsError(f"evaluate.{name}: must be >= 0, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.fetch import fetch_dataset
+from cnnpipe.data.fetch import dataset_spec, fetch_dataset
 from cnnpipe.stage import run_stage
 
 log = logging.getLogger("cnnpipe")
@@ -15,7 +15,8 @@ log = logging.getLogger("cnnpipe")
 def body(params: Params) -> None:
     """Fetch ``fetch.dataset`` into ``<paths.raw>/<dataset>`` and log a one-line summary."""
     out_dir = Path(params.paths.raw) / params.fetch.dataset
-    info = fetch_dataset(params.fetch, out_dir)
+    expected, class_names = dataset_spec(params.fetch)
+    info = fetch_dataset(params.fetch, out_dir, expected, class_names)
     h, w = info["image_shape"]
     log.info(
         "%s: %d train + %d test images of %dx%d, %d classes, from %s (%s) -> %s",

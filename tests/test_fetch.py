@@ -266,3 +266,22 @@ def test_stage_on_the_real_system_dir(tmp_path):
         assert (out / name).stat().st_size == size
         assert sha256_file(out / name) == digest
     assert record["class_names"] == list(FASHION_MNIST_CLASSES)
+
+
+def test_idx_dataset_records_hashes_without_pinning(tmp_path):
+    from cnnpipe.config import params_from_dict
+    from cnnpipe.data.fetch import dataset_spec
+
+    tiny = write_tiny_idx_dataset(tmp_path / "src", n_train=20, n_test=10)
+    params = params_from_dict(
+        {"fetch": {"dataset": "idx", "local_dir": str(tmp_path / "src"), "system_dir": None, "url": None,
+                   "class_names": [f"c{i}" for i in range(10)]}}
+    ).fetch
+    expected, names = dataset_spec(params)
+    record = fetch_dataset(params, tmp_path / "out", expected, names)
+    assert record["class_names"] == [f"c{i}" for i in range(10)]
+    assert {n: (f["sha256"], f["bytes"]) for n, f in record["files"].items()} == tiny.expected()
+    # Fashion-MNIST stays pinned: the same tiny files are rejected under its name.
+    fm = params_from_dict({"fetch": {"local_dir": str(tmp_path / "src"), "system_dir": None, "url": None}}).fetch
+    with pytest.raises(DataError, match="fails verification"):
+        fetch_dataset(fm, tmp_path / "out2", *dataset_spec(fm))

@@ -52,6 +52,14 @@ SOURCE_ORDER = ("local_dir", "system_dir", "url")
 _RETRY_HTTP = {408, 429, 500, 502, 503, 504}
 
 
+def dataset_spec(params: FetchParams) -> tuple[dict[str, tuple[str, int] | None], tuple[str, ...]]:
+    """The (pinned hashes, class names) that ``params.dataset`` implies."""
+    if params.dataset == "fashion-mnist":
+        return dict(FASHION_MNIST_FILES), tuple(FASHION_MNIST_CLASSES)
+    names = params.class_names or tuple(str(i) for i in range(10))
+    return dict.fromkeys(FASHION_MNIST_FILES), tuple(names)
+
+
 class _Skip(Exception):
     """This source does not have the files (or cannot be reached); try the next one."""
 
@@ -59,13 +67,15 @@ class _Skip(Exception):
 def fetch_dataset(
     params: FetchParams,
     out_dir: Path,
-    expected: Mapping[str, tuple[str, int]] = FASHION_MNIST_FILES,
+    expected: Mapping[str, tuple[str, int] | None] = FASHION_MNIST_FILES,
     class_names: Sequence[str] = FASHION_MNIST_CLASSES,
     *,
     backoff_s: float = 1.0,
 ) -> dict[str, Any]:
     """Write the verified, decompressed files and ``source.json`` to ``out_dir``; return that record.
 
+    ``expected`` maps each file to its pinned (sha256, size) of the decompressed content, or
+    to None for a user's own MNIST-like set (then the hashes found are recorded, not checked).
     Raises DataError if a source has the files but they fail verification, or if no source
     has them. On any error nothing is written and an existing ``out_dir`` stays as it was.
     """
@@ -116,7 +126,7 @@ def _ingest(
     files: Mapping[str, Path],
     dataset: str,
     out_dir: Path,
-    expected: Mapping[str, tuple[str, int]],
+    expected: Mapping[str, tuple[str, int] | None],
     class_names: Sequence[str],
 ) -> dict[str, Any]:
     """Verify ``files`` and write them (decompressed) plus source.json to ``out_dir``, atomically."""
@@ -127,8 +137,9 @@ def _ingest(
             for name, path in files.items():
                 data = read_bytes_maybe_gz(path)
                 digest, size = sha256_bytes(data), len(data)
-                want_digest, want_size = expected[name]
-                if (digest, size) != (want_digest, want_size):
+                pinned = expected[name]
+                if pinned is not None and (digest, size) != pinned:
+                    want_digest, want_size = pinned
                     raise DataError(
                         f"{path}: decompressed content fails verification: expected sha256 "
                         f"{want_digest} ({want_size} bytes), found {digest} ({size} bytes); "
