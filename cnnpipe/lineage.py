@@ -1,0 +1,162 @@
+"""What git and DVC know about the project: its root, the commit, the data hashes in dvc.lock,
+the stage order of dvc.yaml, and running one stage through DVC.
+
+Tracking (tags on every run) and the Prefect flow (stage order, ran-or-skipped) read these
+facts here, so neither re-implements DVC: dvc.yaml stays the one definition of the DAG and
+dvc.lock the one record of what was built from what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cnnpipe.io import sha256_file
+
+# `dvc exp run --temp` and queued experiments run in a copy at <root>/.dvc/tmp/exps/<tmp>/.
+_EXP_TMP = (".dvc", "tmp", "exps")
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` (default: cwd) holding dvc.yaml or .dvc/."""
+    here = Path(start or Path.cwd()).resolve()
+    if here.is_file():
+        here = here.parent
+    for candidate in (here, *here.parents):
+        if (candidate / "dvc.yaml").is_file() or (candidate / ".dvc").is_dir():
+            return candidate
+    return here
+
+
+def store_root(work_root: str | Path) -> Path:
+    """Where the embedded stores live: the original project, even inside a ``dvc exp`` temp copy.
+
+    The temp copy is deleted after the experiment; runs logged there would be lost.
+    """
+    parts = Path(work_root).resolve().parts
+    for i in range(len(parts) - len(_EXP_TMP)):
+        if parts[i : i + len(_EXP_TMP)] == _EXP_TMP:
+            return Path(*parts[:i])
+    return Path(work_root).resolve()
+
+
+@dataclass(frozen=True)
+class GitState:
+    commit: str  # "none" outside a git repository or before the first commit
+    dirty: bool
+
+
+def git_state(root: str | Path) -> GitState:
+    """HEAD and whether tracked files differ from it (dvc.lock excluded, see below)."""
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return GitState("none", False)
+    # dvc.lock is rewritten after every stage of a repro, so counting it would mark every run
+    # after the first stage dirty; code and params are what "dirty" must catch.
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
+    return GitState(head.stdout.strip(), bool(status.stdout.strip()))
+
+
+def dvc_lock_hashes(root: str | Path) -> dict[str, str]:
+    """Path (relative, posix) -> ``md5:<hash>`` of every dep and out recorded in dvc.lock."""
+    lock = Path(root) / "dvc.lock"
+    if not lock.is_file():
+        return {}
+    data = yaml.safe_load(lock.read_text()) or {}
+    hashes: dict[str, str] = {}
+    for stage in (data.get("stages") or {}).values():
+        # Outs last: a stage's out is the freshest record of a path that a later stage reads.
+        for entry in [*(stage.get("deps") or []), *(stage.get("outs") or [])]:
+            algo = entry.get("hash", "md5")
+            if entry.get("path") and entry.get(algo):
+                hashes[Path(entry["path"]).as_posix()] = f"{algo}:{entry[algo]}"
+    return hashes
+
+
+def content_hash(path: str | Path, pattern: str = "*") -> str:
+    """``sha256:<hex>`` of a file, or of the sorted (relative name, file hash) list of a
+    directory's files matching ``pattern``."""
+    path = Path(path)
+    if path.is_file():
+        return f"sha256:{sha256_file(path)}"
+    if not path.is_dir():
+        return "missing"
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob(pattern) if p.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return f"sha256:{h.hexdigest()}"
+
+
+def input_hashes(inputs: Mapping[str, str | Path], root: str | Path) -> dict[str, str]:
+    """Name -> hash of each input: DVC's own from dvc.lock when recorded, else computed here."""
+    root = Path(root).resolve()
+    lock = dvc_lock_hashes(root)
+    out = {}
+    for name, path in inputs.items():
+        full = (root / path).resolve()
+        try:
+            rel = full.relative_to(root).as_posix()
+        except ValueError:
+            rel = None
+        out[name] = lock.get(rel) if rel in lock else content_hash(full)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The DAG, run through DVC
+# --------------------------------------------------------------------------------------
+
+
+def stage_order(root: str | Path) -> list[str]:
+    """Stage names of dvc.yaml, dependencies first; ties keep their dvc.yaml order."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        stages = list(repo.index.stages)
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        position = {stage: i for i, stage in enumerate(stages)}
+        ordered = nx.lexicographical_topological_sort(graph.reverse(), key=lambda s: position[s])
+        return [stage.addressing for stage in ordered]
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage: str
+    status: str  # "ran" | "skipped" (unchanged) | "restored" (from DVC's run cache) | "failed"
+    returncode: int
+    output: str  # DVC's and the stage command's combined stdout/stderr
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.output.rstrip().splitlines()[-lines:])
+
+
+def repro_stage(root: str | Path, stage: str, env: Mapping[str, str] | None = None) -> StageOutcome:
+    """``dvc repro --single-item <stage>`` in ``root``; DVC decides whether it runs or skips."""
+    run_env = {**os.environ, **(env or {})}
+    # Stage commands say `python`: make it this interpreter, whatever PATH the caller had.
+    run_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), run_env.get("PATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
+        cwd=root, env=run_env, capture_output=True, text=True, check=False,
+    )
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        status = "failed"
+    elif f"Running stage '{stage}'" in output:
+        status = "ran"
+    elif "is cached - skipping run" in output:
+        status = "restored"
+    else:  # "Stage '<stage>' didn't change, skipping"
+        status = "skipped"
+    return StageOutcome(stage, status, proc.returncode, output)
