@@ -174,9 +174,12 @@ class FitParams:
     warmup_epochs: float = 0.5
     patience: int = 5  # early stopping on the validation loss
     augment: bool = True
+    steps_per_epoch: int | None = None  # null: one pass over the training set per epoch
 
     def __post_init__(self) -> None:
         _positive("epochs", self.epochs)
+        if self.steps_per_epoch is not None:
+            _positive("steps_per_epoch", self.steps_per_epoch)
         _positive("batch_size", self.batch_size)
         _positive("learning_rate", self.learning_rate)
         if self.weight_decay < 0:
@@ -185,6 +188,10 @@ class FitParams:
         if self.warmup_epochs < 0:
             raise ParamsError(f"warmup_epochs: must be >= 0, got {self.warmup_epochs!r}")
         _positive("patience", self.patience)
+
+    def steps(self, n_examples: int) -> int:
+        """Optimizer steps per epoch for ``n_examples`` training examples."""
+        return self.steps_per_epoch or max(1, n_examples // self.batch_size)
 
 
 @dataclass(frozen=True)

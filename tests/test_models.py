@@ -113,3 +113,21 @@ def test_imagenet_download_failure_says_what_to_do(tmp_path, monkeypatch):
     assert "could not download the ImageNet weights" in msg
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in msg
     assert "transfer.weights" in msg
+
+
+def test_box_from_cells_hand_case():
+    from cnnpipe.models.localizer import AddCoords, BoxFromCells
+
+    scores = np.zeros((1, 2, 2, 1), "float32")
+    scores[0, 0, 0, 0] = 100.0  # all the weight on the top-left cell, centre (0.25, 0.25)
+    distances = np.tile(np.array([0.1, 0.1, 0.2, 0.2], "float32"), (1, 2, 2, 1))
+    box, weights = BoxFromCells()(distances, scores)
+    np.testing.assert_allclose(np.asarray(box), [[0.15, 0.15, 0.3, 0.3]], atol=1e-5)
+    assert float(np.asarray(weights)[0, 0, 0, 0]) == pytest.approx(1.0)
+    # equal scores average the per-cell boxes: centres average to (0.5, 0.5)
+    box, _ = BoxFromCells()(distances, np.zeros_like(scores))
+    np.testing.assert_allclose(np.asarray(box), [[0.4, 0.4, 0.3, 0.3]], atol=1e-5)
+    coords = np.asarray(AddCoords()(np.zeros((1, 2, 4, 3), "float32")))
+    assert coords.shape == (1, 2, 4, 5)
+    np.testing.assert_allclose(coords[0, 0, :, 3], [0.125, 0.375, 0.625, 0.875])
+    np.testing.assert_allclose(coords[0, :, 0, 4], [0.25, 0.75])

@@ -42,7 +42,7 @@ def train_classifier(
         fit=fit,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
         metrics=["accuracy"],
-        steps_per_epoch=len(train.images) // fit.batch_size,
+        steps_per_epoch=fit.steps(len(train.images)),
         checkpoint_dir=out.checkpoint_dir,
         history_csv=out.history_csv,
         run_fingerprint=fingerprint("classifier", params, augment, seed, train.images.shape, int(train.labels.sum())),

@@ -57,7 +57,7 @@ def train_localizer(
         loss={"class": keras.losses.SparseCategoricalCrossentropy(), "box": BoxLoss()},
         loss_weights={"class": 1.0, "box": params.box_loss_weight},
         metrics={"class": ["accuracy"], "box": [BoxIoU()]},
-        steps_per_epoch=len(train.images) // fit.batch_size,
+        steps_per_epoch=fit.steps(len(train.images)),
         checkpoint_dir=out.checkpoint_dir,
         history_csv=out.history_csv,
         run_fingerprint=fingerprint(

@@ -56,7 +56,7 @@ def train_unet(
         fit=fit,
         loss=DiceCrossentropy(params.dice_weight, params.multiclass),
         metrics=[DiceScore(params.multiclass)],
-        steps_per_epoch=len(train.images) // fit.batch_size,
+        steps_per_epoch=fit.steps(len(train.images)),
         checkpoint_dir=out.checkpoint_dir,
         history_csv=out.history_csv,
         run_fingerprint=fingerprint("unet", params, augment, seed, train.images.shape, int(train.masks.sum())),

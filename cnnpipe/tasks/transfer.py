@@ -82,7 +82,7 @@ def train_transfer(
     train_ds = make_dataset(train.images, train.labels.astype(np.int32), batch_size=fit.batch_size,
                             training=True, seed=seed, augment=aug)
     val_ds = make_dataset(val.images, val.labels.astype(np.int32), batch_size=256, training=False, seed=seed)
-    steps = max(1, len(train.images) // fit.batch_size)
+    steps = fit.steps(len(train.images))
     shape = tuple(train.images.shape[1:])
     data_id = (train.images.shape, int(train.labels.sum()), params, augment, seed)
 
