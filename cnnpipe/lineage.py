@@ -127,7 +127,14 @@ def stage_order(root: str | Path) -> list[str]:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         position = {stage: i for i, stage in enumerate(stages)}
         ordered = nx.lexicographical_topological_sort(graph.reverse(), key=lambda s: position[s])
-        return [stage.addressing for stage in ordered]
+        return [_address(stage, Path(repo.root_dir)) for stage in ordered]
+
+
+def _address(stage: object, root: Path) -> str:
+    """How `dvc repro` run in ``root`` names the stage (DVC's own ``addressing`` is relative to
+    the caller's cwd)."""
+    dvcfile = Path(stage.path).relative_to(root).as_posix()  # type: ignore[attr-defined]
+    return stage.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
