@@ -1,0 +1,83 @@
+"""DVC stage ``register``: log each trained model to MLflow (signature + input example), register
+it as a new ``@challenger`` version and promote it to ``@champion`` only through the gates.
+
+Writes ``metrics/register.json``: per task, the version registered and the decision (or why
+the task was skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnpipe.config import Params
+from cnnpipe.data.arrays import class_names
+from cnnpipe.errors import DataError
+from cnnpipe.evaluation import PRODUCERS, as_model_input
+from cnnpipe.io import load_array, read_json, write_json
+from cnnpipe.lineage import content_hash
+from cnnpipe.registry import Gate, actor, gates, lock_path, promote, register_version
+from cnnpipe.stage import run_stage
+from cnnpipe.tasks.common import load_model
+from cnnpipe.tracking import numeric_metrics, stage_run
+
+log = logging.getLogger("cnnpipe")
+
+N_EXAMPLES = 2  # input-example rows stored with each model: enough to show the shape, small
+
+
+def register_task(params: Params, gate: Gate, lock: Path) -> dict[str, Any]:
+    """Log, register and gate one task's model; the returned dict goes into register.json."""
+    task, paths = gate.task, params.paths
+    model_path = Path(paths.models) / task.model_file
+    if not model_path.is_file():
+        log.info("%s: skipped: %s not found (its training stage has not run)", gate.name, model_path)
+        return {"name": gate.name, "skipped": f"{model_path} not found"}
+    metrics_path = Path(paths.metrics) / task.metrics_file
+    if not metrics_path.is_file():
+        raise DataError(f"{metrics_path}: test metrics of {model_path} not found; run `dvc repro evaluate`")
+    metrics = read_json(metrics_path)
+    data_dir = Path(paths.prepared) / task.data
+    inputs = {"model": model_path, "test_data": data_dir, "raw_data": Path(paths.raw) / params.fetch.dataset}
+
+    with stage_run(f"register/{task.key}", params, param_sections=task.sections, inputs=inputs) as run:
+        names = class_names(data_dir)
+        test_images = load_array(data_dir / f"{task.test_images}.npy", mmap=True)
+        example = as_model_input(np.asarray(test_images[:N_EXAMPLES]))
+        info = run.log_keras_model(
+            load_model(model_path, PRODUCERS[task.model_file]), "model", example,
+            metadata={"task": task.key, "kind": task.kind, "class_names": names},
+        )
+        run.log_metrics(metrics)
+        run.log_artifacts(metrics_path, "metrics")
+        test_set = content_hash(data_dir, "*test*")
+        run.log_dataset(test_images, f"{task.data}-test", test_set, source=data_dir, context="testing")
+        client = run.connection.client()
+        version = register_version(
+            client, info.model_uri, gate, run_id=run.run_id, model_id=info.model_id, metrics=numeric_metrics(metrics),
+            test_set=test_set, tags={**run.tags, "cnnpipe.class_names": json.dumps(names)},
+        )
+        decision = promote(client, gate, version.version, who=f"register stage ({actor()})", lock=lock)
+
+    verdict = "promoted to @champion" if decision.promote else "stays @challenger"
+    log.info("%s version %s %s: %s", gate.name, version.version, verdict, decision.reason)
+    return {
+        "name": gate.name, "version": version.version, "metric": task.metric,
+        "value": task.gate_value(metrics), "promoted": decision.promote, "reason": decision.reason,
+    }
+
+
+def main(params: Params) -> None:
+    with stage_run("register", params, param_sections=["register"], inputs={}) as run:
+        lock = lock_path(run.connection.uri)
+        decisions = {gate.task.key: register_task(params, gate, lock) for gate in gates(params.register).values()}
+        run.log_metrics({k: {"promoted": int(d["promoted"])} for k, d in decisions.items() if "promoted" in d})
+    write_json(Path(params.paths.metrics) / "register.json", decisions)
+
+
+if __name__ == "__main__":
+    run_stage("register", main)
