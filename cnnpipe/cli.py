@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cnnpipe`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("cnnpipe").setLevel(logging.INFO)  # our progress lines; libraries stay quiet
     try:
         return args.func(args)
     except CnnpipeError as err:

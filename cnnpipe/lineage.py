@@ -73,13 +73,15 @@ def dvc_lock_hashes(root: str | Path) -> dict[str, str]:
     if not lock.is_file():
         return {}
     data = yaml.safe_load(lock.read_text()) or {}
+    stages = list((data.get("stages") or {}).values())
+    # Every out after every dep: while a stage runs, its own deps entry is the previous run's,
+    # and the upstream stage's out is the fresh record of the same path.
+    entries = [e for s in stages for e in s.get("deps") or []] + [e for s in stages for e in s.get("outs") or []]
     hashes: dict[str, str] = {}
-    for stage in (data.get("stages") or {}).values():
-        # Outs last: a stage's out is the freshest record of a path that a later stage reads.
-        for entry in [*(stage.get("deps") or []), *(stage.get("outs") or [])]:
-            algo = entry.get("hash", "md5")
-            if entry.get("path") and entry.get(algo):
-                hashes[Path(entry["path"]).as_posix()] = f"{algo}:{entry[algo]}"
+    for entry in entries:
+        algo = entry.get("hash", "md5")
+        if entry.get("path") and entry.get(algo):
+            hashes[Path(entry["path"]).as_posix()] = f"{algo}:{entry[algo]}"
     return hashes
 
 

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -151,12 +151,24 @@ class Connection:
         return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+def _credentials_to_env(uri: str) -> str:
+    """Move ``user:password@`` of an HTTP(S) URI into MLflow's basic-auth variables (unless set)
+    and return the URI without them: MLflow prints and records the URI, never these variables."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.username is None:
+        return uri
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username))
+    if parts.password is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
+    return _strip_userinfo(uri)
+
+
 def connect(tracking: TrackingParams, root: str | Path | None = None) -> Connection:
     """Resolve the URI, check it, fall back if allowed, and point MLflow (tracking + registry) at it."""
     import mlflow
 
     store = lineage.store_root(lineage.project_root(root))
-    uri = resolve_uri(tracking, store)
+    uri = _credentials_to_env(resolve_uri(tracking, store))
     fallback_from = None
     try:
         check_reachable(uri, tracking.timeout_s)

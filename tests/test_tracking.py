@@ -4,6 +4,7 @@ no credentials anywhere, per-epoch metrics and model signatures (against a real 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -22,8 +23,10 @@ LOCK_MD5 = "0123456789abcdef0123456789abcdef.dir"
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLFLOW_TRACKING_URI", tracking.ENV_PARENT_RUN, tracking.ENV_FLOW_RUN):
-        monkeypatch.delenv(var, raising=False)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                tracking.ENV_PARENT_RUN, tracking.ENV_FLOW_RUN):
+        monkeypatch.setenv(var, "")  # records the original, so whatever the test sets is undone
+        monkeypatch.delenv(var)
 
 
 def git(root: Path, *args: str) -> str:
@@ -93,13 +96,14 @@ def test_redact_removes_userinfo_only():
 
 
 def test_unreachable_server_fails_within_seconds_naming_the_uri(tmp_path):
-    uri = f"http://user:s3cret@127.0.0.1:{free_port()}"  # nothing listens there
+    port = free_port()  # nothing listens there
     start = time.monotonic()
     with pytest.raises(tracking.TrackingUnavailable) as err:
-        tracking.connect(TrackingParams(uri=uri, timeout_s=3), tmp_path)
+        tracking.connect(TrackingParams(uri=f"http://user:s3cret@127.0.0.1:{port}", timeout_s=3), tmp_path)
     assert time.monotonic() - start < 5
     message = str(err.value)
-    assert uri.replace("user:s3cret", "***") in message and "s3cret" not in message
+    assert f"MLflow tracking server http://127.0.0.1:{port} is unreachable" in message
+    assert "s3cret" not in message
     assert "fallback_local" in message
 
 
@@ -116,14 +120,15 @@ def test_unreachable_server_with_fallback_uses_the_embedded_store(tmp_path, capl
 # --------------------------------------------------------------------------------------
 
 
-def test_stage_run_tags_params_dataset_and_no_credentials(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
+def test_stage_run_tags_params_dataset_and_no_credentials(mlflow_server, tmp_path, monkeypatch, capsys):  # noqa: F811
     root = tiny_project(tmp_path / "proj", "seed: 7\n")
     monkeypatch.chdir(root)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret")
     monkeypatch.setenv(tracking.ENV_FLOW_RUN, "flow-run-123")
+    with_credentials = mlflow_server.url.replace("http://", "http://user:s3cret@")  # the server ignores them
     params = params_from_dict({
         "seed": 7,
-        "tracking": {"uri": mlflow_server.url, "experiment": "test-tracking"},
+        "tracking": {"uri": with_credentials, "experiment": "test-tracking"},
         "fetch": {"url": "https://user:s3cret@mirror.example.com/fmnist"},
     })
     conn = tracking.connect(params.tracking, root)
@@ -156,8 +161,9 @@ def test_stage_run_tags_params_dataset_and_no_credentials(mlflow_server, tmp_pat
     assert dataset["dataset"]["digest"] == LOCK_MD5 and dataset["dataset"]["name"] == "prepared-test"
     arts = mlflow_server.get("artifacts/list", run_id=run.run_id, path="plots")["files"]
     assert [a["path"] for a in arts] == ["plots/curve.csv"]
-    everything = json.dumps(got)
+    everything = json.dumps(got) + "".join(capsys.readouterr())  # MLflow prints run URLs too
     assert "s3cret" not in everything and "fake-secret" not in everything
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret"  # basic auth, where MLflow reads it
 
 
 def test_failing_stage_body_marks_the_run_failed(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
@@ -213,3 +219,14 @@ def test_embedded_store_lives_in_the_original_project(tmp_path, monkeypatch):
     assert list((root / "mlartifacts").rglob("dvc.yaml"))
     logged = run.connection.client().get_run(run.run_id)
     assert logged.data.params == {"seed": "2"} and run.connection.embedded
+
+
+def test_dvc_lock_outs_win_over_stale_deps(tmp_path):
+    from cnnpipe.lineage import dvc_lock_hashes
+
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n"
+        "  train:\n    cmd: t\n    deps:\n    - path: data/x\n      hash: md5\n      md5: old\n"
+        "  prepare:\n    cmd: p\n    outs:\n    - path: data/x\n      hash: md5\n      md5: new.dir\n"
+    )
+    assert dvc_lock_hashes(tmp_path) == {"data/x": "md5:new.dir"}
