@@ -182,6 +182,8 @@ def predict_image(model: Any, kind: str, class_names: Sequence[str], path: Path,
 def cmd_predict(args: argparse.Namespace) -> int:
     import mlflow.keras
 
+    import cnnpipe.models.localizer  # noqa: F401  (registers the custom layers the saved models use)
+    import cnnpipe.models.transfer  # noqa: F401
     from cnnpipe import registry
 
     _, _, client = _registry(args)
