@@ -37,6 +37,11 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 def load_model(path: Path, producer: str) -> keras.Model:
     """Load a ``.keras`` model in safe mode (no Lambda bytecode); errors name the file."""
+    # Register this project's custom layers/losses (safe-mode loading resolves them by name).
+    import cnnpipe.losses  # noqa: F401
+    import cnnpipe.models.localizer  # noqa: F401
+    import cnnpipe.models.transfer  # noqa: F401
+
     if not path.exists():
         raise ModelError(f"{path}: missing; it is written by the {producer!r} stage (run `dvc repro {producer}`)")
     try:
