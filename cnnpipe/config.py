@@ -160,6 +160,9 @@ class AugmentParams:
 
 
 SCHEDULES = ("cosine", "constant")
+# auto: mixed_bfloat16 where the CPU computes bfloat16 natively (AVX512-BF16/AMX: ~2x faster
+# training here, same accuracy), else float32 (emulated bfloat16 would be slower).
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,7 @@ class FitParams:
     patience: int = 5  # early stopping on the validation loss
     augment: bool = True
     steps_per_epoch: int | None = None  # null: one pass over the training set per epoch
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         _positive("epochs", self.epochs)
@@ -188,6 +192,7 @@ class FitParams:
         if self.warmup_epochs < 0:
             raise ParamsError(f"warmup_epochs: must be >= 0, got {self.warmup_epochs!r}")
         _positive("patience", self.patience)
+        _choice("precision", self.precision, PRECISIONS)
 
     def steps(self, n_examples: int) -> int:
         """Optimizer steps per epoch for ``n_examples`` training examples."""
@@ -198,11 +203,14 @@ class FitParams:
 class ClassifierParams:
     filters: tuple[int, ...] = (32, 64, 128)  # one conv block per entry, each halving the side
     convs_per_block: int = 2
+    dense: int = 256  # hidden units of a flatten head; 0 = global-average-pool head
     dropout: float = 0.3
     label_smoothing: float = 0.1
     fit: FitParams = field(default_factory=FitParams)
 
     def __post_init__(self) -> None:
+        if self.dense < 0:
+            raise ParamsError(f"train_classifier.dense: must be >= 0, got {self.dense!r}")
         if not self.filters or any(f <= 0 for f in self.filters):
             raise ParamsError(f"train_classifier.filters: need positive ints, got {self.filters!r}")
         _positive("train_classifier.convs_per_block", self.convs_per_block)

@@ -28,6 +28,36 @@ from cnnpipe.io import read_json, write_json
 log = logging.getLogger("cnnpipe")
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU advertises bfloat16 arithmetic (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> ``mixed_bfloat16`` on CPUs with native bfloat16, else ``float32``."""
+    if precision == "auto":
+        return "mixed_bfloat16" if cpu_has_native_bf16() else "float32"
+    return precision
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """Build models under a Keras dtype policy; the layers keep it, the global is restored.
+
+    Output layers are built with ``dtype="float32"``, so losses and predictions stay float32.
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(resolve_precision(precision))
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def make_optimizer(fit: FitParams, steps_per_epoch: int, learning_rate: float | None = None) -> keras.optimizers.Optimizer:
     """AdamW; with ``schedule: cosine`` a linear warm-up then cosine decay to zero."""
     lr = fit.learning_rate if learning_rate is None else learning_rate

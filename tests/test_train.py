@@ -80,3 +80,17 @@ def test_stale_checkpoint_is_not_resumed(tmp_path):
         _fit(tmp_path, epochs=3, callbacks=(_CrashAfter(1),))
     result = _fit(tmp_path, epochs=3, fingerprint="different-params")
     assert result.resumed_from == 0 and result.epochs_run == 3
+
+
+def test_precision_policy_builds_bf16_layers_with_float32_outputs():
+    from cnnpipe.train import precision_policy, resolve_precision
+
+    before = keras.mixed_precision.global_policy().name
+    with precision_policy("mixed_bfloat16"):
+        model = build_classifier((8, 8, 1), 2, (4,), 1, 0.0)
+    assert keras.mixed_precision.global_policy().name == before  # restored
+    assert model.get_layer("backbone").layers[1].compute_dtype == "bfloat16"
+    out = model(np.zeros((1, 8, 8, 1), "float32"))
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("auto") in ("float32", "mixed_bfloat16")

@@ -76,14 +76,15 @@ def build_localizer(
         b = layers.ReLU(name=f"box_{i}_relu")(b)
     # Start every cell at a 32 px box around itself: softplus(-1.26) = 0.25 of the canvas per side.
     distances = layers.Conv2D(
-        4, 1, activation="softplus", bias_initializer=keras.initializers.Constant(-1.26), name="box_distances"
+        4, 1, activation="softplus", bias_initializer=keras.initializers.Constant(-1.26), dtype="float32",
+        name="box_distances",
     )(b)
-    scores = layers.Conv2D(1, 1, name="box_scores")(b)
-    box, weights = BoxFromCells(name="box_pool")(distances, scores)
-    box = layers.Identity(name="box")(box)
+    scores = layers.Conv2D(1, 1, dtype="float32", name="box_scores")(b)
+    box, weights = BoxFromCells(dtype="float32", name="box_pool")(distances, scores)
+    box = layers.Identity(dtype="float32", name="box")(box)
 
     # --- class head: attention-pooled (the item) and globally pooled (context) features
-    attended = layers.Dot(axes=(1, 1), name="class_attend")(
+    attended = layers.Dot(axes=(1, 1), dtype="float32", name="class_attend")(
         [layers.Reshape((-1, 1), name="weights_flat")(weights),
          layers.Reshape((-1, features.shape[-1]), name="features_flat")(features)]
     )
@@ -91,5 +92,5 @@ def build_localizer(
         [layers.Flatten(name="class_attended")(attended), layers.GlobalAveragePooling2D(name="class_pool")(features)]
     )
     c = layers.Dropout(dropout, name="class_dropout")(c)
-    class_out = layers.Dense(n_classes, activation="softmax", name="class")(c)
+    class_out = layers.Dense(n_classes, activation="softmax", dtype="float32", name="class")(c)
     return keras.Model(inputs, {"class": class_out, "box": box}, name="localizer")

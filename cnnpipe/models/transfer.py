@@ -78,7 +78,7 @@ def build_transfer_model(
     x = base(x, training=False)  # BatchNorm in inference mode, frozen or not
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="probs")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
     return keras.Model(inputs, outputs, name="transfer")
 
 

@@ -44,5 +44,5 @@ def build_unet(
         x = conv_bn_relu(x, width, name=f"dec{level}_2")
 
     activation = "sigmoid" if n_outputs == 1 else "softmax"
-    outputs = layers.Conv2D(n_outputs, 1, activation=activation, name="mask")(x)
+    outputs = layers.Conv2D(n_outputs, 1, activation=activation, dtype="float32", name="mask")(x)
     return keras.Model(inputs, outputs, name="unet")

@@ -11,7 +11,7 @@ from cnnpipe.data.augment import augment_images
 from cnnpipe.data.pipeline import make_dataset
 from cnnpipe.models.classifier import build_classifier
 from cnnpipe.tasks.common import TrainOutputs
-from cnnpipe.train import FitResult, fingerprint, fit_model
+from cnnpipe.train import FitResult, fingerprint, fit_model, precision_policy
 
 
 def train_classifier(
@@ -32,9 +32,11 @@ def train_classifier(
         train.images, one_hot(train.labels), batch_size=fit.batch_size, training=True, seed=seed, augment=aug
     )
     val_ds = make_dataset(val.images, one_hot(val.labels), batch_size=512, training=False, seed=seed)
-    model = build_classifier(
-        tuple(train.images.shape[1:]), n_classes, params.filters, params.convs_per_block, params.dropout
-    )
+    with precision_policy(fit.precision):
+        model = build_classifier(
+            tuple(train.images.shape[1:]), n_classes, params.filters, params.convs_per_block, params.dropout,
+            params.dense,
+        )
     return fit_model(
         model,
         train_ds,

@@ -13,7 +13,7 @@ from cnnpipe.losses import BoxIoU, BoxLoss
 from cnnpipe.models.backbone import build_backbone
 from cnnpipe.models.localizer import build_localizer
 from cnnpipe.tasks.common import TrainOutputs
-from cnnpipe.train import FitResult, fingerprint, fit_model
+from cnnpipe.train import FitResult, fingerprint, fit_model, precision_policy
 
 
 def _targets(split: Split) -> dict[str, np.ndarray]:
@@ -34,10 +34,6 @@ def train_localizer(
 ) -> FitResult:
     """``pretrained``: the trained classifier (its ``backbone`` is reused), or None for scratch."""
     fit = params.fit
-    if pretrained is not None:
-        backbone = pretrained.get_layer("backbone")
-    else:
-        backbone = build_backbone(classifier_params.filters, classifier_params.convs_per_block)
 
     def aug(x, y, s):
         x, box = augment_with_boxes(x, y["box"], augment, s)
@@ -48,7 +44,12 @@ def train_localizer(
         augment=aug if fit.augment else None,
     )
     val_ds = make_dataset(val.images, _targets(val), batch_size=256, training=False, seed=seed)
-    model = build_localizer(backbone, tuple(train.images.shape[1:]), n_classes, params.dropout)
+    with precision_policy(fit.precision):
+        if pretrained is not None:
+            backbone = pretrained.get_layer("backbone")
+        else:
+            backbone = build_backbone(classifier_params.filters, classifier_params.convs_per_block)
+        model = build_localizer(backbone, tuple(train.images.shape[1:]), n_classes, params.dropout)
     return fit_model(
         model,
         train_ds,

@@ -12,7 +12,7 @@ from cnnpipe.data.pipeline import make_dataset
 from cnnpipe.losses import DiceCrossentropy, DiceScore
 from cnnpipe.models.unet import build_unet
 from cnnpipe.tasks.common import TrainOutputs
-from cnnpipe.train import FitResult, fingerprint, fit_model
+from cnnpipe.train import FitResult, fingerprint, fit_model, precision_policy
 
 
 def mask_targets(split: Split, n_classes: int, multiclass: bool) -> np.ndarray:
@@ -48,7 +48,8 @@ def train_unet(
     val_ds = make_dataset(
         val.images, mask_targets(val, n_classes, params.multiclass), batch_size=256, training=False, seed=seed
     )
-    model = build_unet(tuple(train.images.shape[1:]), params.filters, n_out)
+    with precision_policy(fit.precision):
+        model = build_unet(tuple(train.images.shape[1:]), params.filters, n_out)
     return fit_model(
         model,
         train_ds,

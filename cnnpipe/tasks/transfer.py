@@ -21,7 +21,7 @@ from cnnpipe.data.pipeline import make_dataset
 from cnnpipe.models.backbone import build_backbone
 from cnnpipe.models.transfer import build_transfer_model, mobilenet_v2_base, unfreeze_top
 from cnnpipe.tasks.common import TrainOutputs
-from cnnpipe.train import FitResult, fingerprint, fit_model
+from cnnpipe.train import FitResult, fingerprint, fit_model, precision_policy
 
 STYLES = ("scratch", "feature_extraction", "fine_tuning")
 
@@ -99,15 +99,17 @@ def train_transfer(
     fits: dict[str, FitResult] = {}
 
     # 1. scratch: the same architecture, nothing pretrained, everything trainable.
-    base, size = _base(params, classifier, classifier_params, pretrained=False)
-    scratch = build_transfer_model(base, shape, n_classes, params.dropout, imagenet_input_size=size)
+    with precision_policy(fit.precision):
+        base, size = _base(params, classifier, classifier_params, pretrained=False)
+        scratch = build_transfer_model(base, shape, n_classes, params.dropout, imagenet_input_size=size)
     fits["scratch"] = run("scratch", scratch, fit)
     models["scratch"] = fits["scratch"].model
 
     # 2. feature extraction: frozen pretrained base, new head.
-    base, size = _base(params, classifier, classifier_params, pretrained=True)
-    base.trainable = False
-    extractor = build_transfer_model(base, shape, n_classes, params.dropout, imagenet_input_size=size)
+    with precision_policy(fit.precision):
+        base, size = _base(params, classifier, classifier_params, pretrained=True)
+        base.trainable = False
+        extractor = build_transfer_model(base, shape, n_classes, params.dropout, imagenet_input_size=size)
     fits["feature_extraction"] = run("feature_extraction", extractor, fit)
     models["feature_extraction"] = fits["feature_extraction"].model
 
