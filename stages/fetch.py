@@ -5,18 +5,28 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from cnnpipe.config import Params
 from cnnpipe.data.fetch import dataset_spec, fetch_dataset
+from cnnpipe.lineage import content_hash
 from cnnpipe.stage import run_stage
+from cnnpipe.tracking import stage_run
 
 log = logging.getLogger("cnnpipe")
 
 
 def body(params: Params) -> None:
-    """Fetch ``fetch.dataset`` into ``<paths.raw>/<dataset>`` and log a one-line summary."""
+    """Fetch ``fetch.dataset`` into ``<paths.raw>/<dataset>``; log its record, file table and hash."""
     out_dir = Path(params.paths.raw) / params.fetch.dataset
     expected, class_names = dataset_spec(params.fetch)
-    info = fetch_dataset(params.fetch, out_dir, expected, class_names)
+    with stage_run("fetch", params, param_sections=["fetch"], inputs={}) as run:
+        info = fetch_dataset(params.fetch, out_dir, expected, class_names)
+        run.log_artifacts(out_dir / "source.json", "fetch")
+        # The dataset as written: one row per verified file, digest over all of them.
+        files = pd.DataFrame.from_dict(info["files"], orient="index").rename_axis("file").reset_index()
+        run.log_dataset(files, info["dataset"], content_hash(out_dir), source=info["location"], context="fetched")
+        run.log_metrics({"images": info["counts"]})
     h, w = info["image_shape"]
     log.info(
         "%s: %d train + %d test images of %dx%d, %d classes, from %s (%s) -> %s",

@@ -25,6 +25,7 @@ from cnnpipe.data.validation import raise_if_failed, validate_scenes, write_repo
 from cnnpipe.errors import DataError
 from cnnpipe.io import atomic_dir, read_json, save_array, write_json
 from cnnpipe.stage import run_stage
+from cnnpipe.tracking import stage_run
 
 log = logging.getLogger("cnnpipe")
 
@@ -42,51 +43,58 @@ def body(params: Params) -> None:
     raw = Path(params.paths.raw) / params.fetch.dataset
     prepared = Path(params.paths.prepared)
     scene_params = params.prepare.scenes
-    if not (raw / "source.json").exists():
-        raise DataError(f"{raw / 'source.json'}: missing; it is written by the 'fetch' stage")
-    class_names = list(read_json(raw / "source.json")["class_names"])
-    x_train, y_train = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["train"]))
-    x_test, y_test = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["test"]))
+    with stage_run("prepare", params, param_sections=["seed", "prepare"], inputs={"raw": raw}) as run:
+        if not (raw / "source.json").exists():
+            raise DataError(f"{raw / 'source.json'}: missing; it is written by the 'fetch' stage")
+        class_names = list(read_json(raw / "source.json")["class_names"])
+        x_train, y_train = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["train"]))
+        x_test, y_test = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["test"]))
+        run.log_dataset(x_train, f"{params.fetch.dataset}-train", run.tags["dvc.raw"], source=raw, targets=y_train)
 
-    items = split_items(x_train, y_train, x_test, y_test, params.prepare.val_fraction, params.seed)
-    classification = classification_arrays(items)
-    log.info("classification: %s items per split", items.counts())
+        items = split_items(x_train, y_train, x_test, y_test, params.prepare.val_fraction, params.seed)
+        classification = classification_arrays(items)
+        log.info("classification: %s items per split", items.counts())
 
-    t = time.perf_counter()
-    scenes = build_scene_splits(items.images, items.labels, scene_params, params.seed)
-    scene_counts = {split: int(len(scenes[split]["labels"])) for split in SPLITS}
-    log.info("scenes: %s composed in %.1f s", scene_counts, time.perf_counter() - t)
+        t = time.perf_counter()
+        scenes = build_scene_splits(items.images, items.labels, scene_params, params.seed)
+        scene_counts = {split: int(len(scenes[split]["labels"])) for split in SPLITS}
+        log.info("scenes: %s composed in %.1f s", scene_counts, time.perf_counter() - t)
 
-    t = time.perf_counter()
-    report = validate_scenes(scenes_manifest(scenes), n_classes=len(class_names), canvas=scene_params.canvas)
-    with atomic_dir(Path(params.paths.reports) / "scenes_validation") as tmp:
-        write_report(report, tmp)
-    verdict = "passed" if report.success else "FAILED"
-    log.info("scenes validation: %s in %.1f s", verdict, time.perf_counter() - t)
-    raise_if_failed(report, "scenes")
+        t = time.perf_counter()
+        report = validate_scenes(scenes_manifest(scenes), n_classes=len(class_names), canvas=scene_params.canvas)
+        report_dir = Path(params.paths.reports) / "scenes_validation"
+        with atomic_dir(report_dir) as tmp:
+            write_report(report, tmp)
+        verdict = "passed" if report.success else "FAILED"
+        log.info("scenes validation: %s in %.1f s", verdict, time.perf_counter() - t)
+        # Logged before the verdict, so a failed run in MLflow carries the report that explains it.
+        run.log_metrics({"classification": items.counts(), "scenes": scene_counts,
+                         "scenes_failed_expectations": len(report.failures)})
+        run.log_artifacts(report_dir, "scenes_validation")
+        raise_if_failed(report, "scenes")
 
-    _save(
-        prepared / "classification",
-        classification,
-        {
-            "class_names": class_names,
-            "image_shape": list(classification["x_train"].shape[1:]),
-            "counts": items.counts(),
-            "seed": params.seed,
-            "val_fraction": params.prepare.val_fraction,
-        },
-    )
-    _save(
-        prepared / "scenes",
-        {f"{split}_{name}": array for split in SPLITS for name, array in scenes[split].items()},
-        {
-            "class_names": class_names,
-            "canvas": scene_params.canvas,
-            "counts": scene_counts,
-            "seed": params.seed,
-            "scenes": to_dict(scene_params),
-        },
-    )
+        _save(
+            prepared / "classification",
+            classification,
+            {
+                "class_names": class_names,
+                "image_shape": list(classification["x_train"].shape[1:]),
+                "counts": items.counts(),
+                "seed": params.seed,
+                "val_fraction": params.prepare.val_fraction,
+            },
+        )
+        _save(
+            prepared / "scenes",
+            {f"{split}_{name}": array for split in SPLITS for name, array in scenes[split].items()},
+            {
+                "class_names": class_names,
+                "canvas": scene_params.canvas,
+                "counts": scene_counts,
+                "seed": params.seed,
+                "scenes": to_dict(scene_params),
+            },
+        )
     log.info("wrote %s in %.1f s total", prepared, time.perf_counter() - start)
 
 
