@@ -1,14 +1,21 @@
-"""The shared shell of every ``stages/<name>.py``: argument parsing, params, error exit."""
+"""The shared shell of every ``stages/<name>.py``: argument parsing, params, error exit, and the
+one step every training stage ends with (its summary JSON, also logged to its MLflow run)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cnnpipe.config import Params, load_params
 from cnnpipe.errors import CnnpipeError
+from cnnpipe.io import write_json
+
+if TYPE_CHECKING:
+    from cnnpipe.tracking import StageRun
 
 log = logging.getLogger("cnnpipe")
 
@@ -24,3 +31,13 @@ def run_stage(name: str, body: Callable[[Params], None], argv: list[str] | None 
     except CnnpipeError as err:
         print(f"stage {name} failed: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def publish_summary(run: StageRun, path: Path, summary: Mapping[str, Any], *curves: Path) -> None:
+    """Write a training stage's ``summary`` to ``path`` (a DVC metrics file) and log its numbers,
+    the file and the training ``curves`` (history CSVs) to the stage's MLflow run."""
+    write_json(path, summary)
+    log.info("%s: %s", run.stage, summary)
+    run.log_metrics_file(path)
+    for curve in curves:
+        run.log_artifacts(curve, "history")

@@ -6,38 +6,41 @@ from pathlib import Path
 
 from cnnpipe.config import Params
 from cnnpipe.data.arrays import class_names, load_scenes
-from cnnpipe.io import write_json
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.stage import log, run_stage
+from cnnpipe.stage import publish_summary, run_stage
 from cnnpipe.tasks.common import TrainOutputs, load_model, save_model
 from cnnpipe.tasks.localization import train_localizer
+from cnnpipe.tracking import stage_run
 
 
 def main(params: Params) -> None:
     paths, lp = params.paths, params.train_localizer
     scenes = Path(paths.prepared) / "scenes"
-    set_global_seed(params.seed)
-    pretrained = None
-    if lp.backbone == "classifier":
-        pretrained = load_model(Path(paths.models) / "classifier.keras", producer="train_classifier")
+    classifier = Path(paths.models) / "classifier.keras"
     out = TrainOutputs(
         model=Path(paths.models) / "localizer.keras",
         history_csv=Path(paths.plots) / "history" / "localizer.csv",
         checkpoint_dir=Path(paths.models) / ".checkpoints" / "localizer",
     )
-    train = load_scenes(scenes, "train")
-    result = train_localizer(
-        train, load_scenes(scenes, "val"), len(class_names(scenes)), lp, params.augment, params.seed,
-        out, pretrained, params.train_classifier,
-    )
-    save_model(result.model, out.model)
-    summary = {
-        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-        "resumed_from_epoch": result.resumed_from, "seconds_per_epoch": round(result.seconds_per_epoch, 2),
-        "backbone": lp.backbone, "params": result.model.count_params(),
-    }
-    write_json(Path(paths.metrics) / "train" / "localizer.json", summary)
-    log.info("localizer: %s", summary)
+    with stage_run("train_localizer", params, param_sections=["seed", "augment", "train_classifier", "train_localizer"],
+                   inputs={"scenes": scenes, "classifier": classifier}) as run:
+        set_global_seed(params.seed)
+        pretrained = None
+        if lp.backbone == "classifier":
+            pretrained = load_model(classifier, producer="train_classifier")
+        train = load_scenes(scenes, "train")
+        run.log_dataset(train.images, "scenes-train", run.tags["dvc.scenes"], source=scenes, targets=train.labels)
+        result = train_localizer(
+            train, load_scenes(scenes, "val"), len(class_names(scenes)), lp, params.augment, params.seed,
+            out, pretrained, params.train_classifier, callbacks=(run.epoch_logger(),),
+        )
+        save_model(result.model, out.model)
+        summary = {
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "resumed_from_epoch": result.resumed_from, "seconds_per_epoch": round(result.seconds_per_epoch, 2),
+            "backbone": lp.backbone, "params": result.model.count_params(),
+        }
+        publish_summary(run, Path(paths.metrics) / "train" / "localizer.json", summary, out.history_csv)
 
 
 if __name__ == "__main__":

@@ -6,34 +6,37 @@ from pathlib import Path
 
 from cnnpipe.config import Params
 from cnnpipe.data.arrays import class_names, load_scenes
-from cnnpipe.io import write_json
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.stage import log, run_stage
+from cnnpipe.stage import publish_summary, run_stage
 from cnnpipe.tasks.common import TrainOutputs, save_model
 from cnnpipe.tasks.segmentation import train_unet
+from cnnpipe.tracking import stage_run
 
 
 def main(params: Params) -> None:
     paths, up = params.paths, params.train_unet
     scenes = Path(paths.prepared) / "scenes"
-    set_global_seed(params.seed)
     out = TrainOutputs(
         model=Path(paths.models) / "unet.keras",
         history_csv=Path(paths.plots) / "history" / "unet.csv",
         checkpoint_dir=Path(paths.models) / ".checkpoints" / "unet",
     )
-    result = train_unet(
-        load_scenes(scenes, "train"), load_scenes(scenes, "val"), len(class_names(scenes)), up,
-        params.augment, params.seed, out,
-    )
-    save_model(result.model, out.model)
-    summary = {
-        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-        "resumed_from_epoch": result.resumed_from, "seconds_per_epoch": round(result.seconds_per_epoch, 2),
-        "multiclass": up.multiclass, "params": result.model.count_params(),
-    }
-    write_json(Path(paths.metrics) / "train" / "unet.json", summary)
-    log.info("unet: %s", summary)
+    with stage_run("train_unet", params, param_sections=["seed", "augment", "train_unet"],
+                   inputs={"scenes": scenes}) as run:
+        set_global_seed(params.seed)
+        train = load_scenes(scenes, "train")
+        run.log_dataset(train.images, "scenes-train", run.tags["dvc.scenes"], source=scenes, targets=train.labels)
+        result = train_unet(
+            train, load_scenes(scenes, "val"), len(class_names(scenes)), up, params.augment, params.seed, out,
+            callbacks=(run.epoch_logger(),),
+        )
+        save_model(result.model, out.model)
+        summary = {
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "resumed_from_epoch": result.resumed_from, "seconds_per_epoch": round(result.seconds_per_epoch, 2),
+            "multiclass": up.multiclass, "params": result.model.count_params(),
+        }
+        publish_summary(run, Path(paths.metrics) / "train" / "unet.json", summary, out.history_csv)
 
 
 if __name__ == "__main__":

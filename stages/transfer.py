@@ -6,34 +6,41 @@ from pathlib import Path
 
 from cnnpipe.config import Params
 from cnnpipe.data.arrays import class_names, load_scenes
-from cnnpipe.io import write_json
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.stage import log, run_stage
+from cnnpipe.stage import publish_summary, run_stage
 from cnnpipe.tasks.common import load_model, save_model
 from cnnpipe.tasks.transfer import train_transfer, transfer_outputs
+from cnnpipe.tracking import stage_run
 
 
 def main(params: Params) -> None:
     paths, tp = params.paths, params.transfer
     scenes = Path(paths.prepared) / "scenes"
-    set_global_seed(params.seed)
-    classifier = None
-    if tp.backbone == "classifier":
-        classifier = load_model(Path(paths.models) / "classifier.keras", producer="train_classifier")
+    classifier_path = Path(paths.models) / "classifier.keras"
     outs = transfer_outputs(Path(paths.models), Path(paths.plots))
-    result = train_transfer(
-        load_scenes(scenes, "train"), load_scenes(scenes, "val"), len(class_names(scenes)), tp,
-        params.augment, params.seed, outs, classifier, params.train_classifier,
-    )
-    summary = {"backbone": tp.backbone, "labels_per_class": tp.labels_per_class,
-               "unfrozen_layers": result.unfrozen_layers}
-    for style, model in result.models.items():
-        save_model(model, outs[style].model)
-        fit = result.fits[style]
-        summary[style] = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
-                          "seconds_per_epoch": round(fit.seconds_per_epoch, 2)}
-    write_json(Path(paths.metrics) / "train" / "transfer.json", summary)
-    log.info("transfer: %s", summary)
+    with stage_run("transfer", params, param_sections=["seed", "augment", "train_classifier", "transfer"],
+                   inputs={"scenes": scenes, "classifier": classifier_path}) as run:
+        set_global_seed(params.seed)
+        classifier = None
+        if tp.backbone == "classifier":
+            classifier = load_model(classifier_path, producer="train_classifier")
+        # The task draws its few labels per class from this split. It takes no callbacks, so its
+        # three fits reach MLflow as history CSVs rather than per-epoch metrics.
+        train = load_scenes(scenes, "train")
+        run.log_dataset(train.images, "scenes-train", run.tags["dvc.scenes"], source=scenes, targets=train.labels)
+        result = train_transfer(
+            train, load_scenes(scenes, "val"), len(class_names(scenes)), tp,
+            params.augment, params.seed, outs, classifier, params.train_classifier,
+        )
+        summary = {"backbone": tp.backbone, "labels_per_class": tp.labels_per_class,
+                   "unfrozen_layers": result.unfrozen_layers}
+        for style, model in result.models.items():
+            save_model(model, outs[style].model)
+            fit = result.fits[style]
+            summary[style] = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
+                              "seconds_per_epoch": round(fit.seconds_per_epoch, 2)}
+        publish_summary(run, Path(paths.metrics) / "train" / "transfer.json", summary,
+                        *(out.history_csv for out in outs.values()))
 
 
 if __name__ == "__main__":
