@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-import cnnpipe.models.localizer  # noqa: F401  (registers the custom layers the saved models use)
-import cnnpipe.models.transfer  # noqa: F401
 from cnnpipe.config import Params
 from cnnpipe.data.arrays import class_names
 from cnnpipe.errors import DataError
