@@ -1,10 +1,27 @@
-"""The real DVC pipeline, end to end, on tiny data: every stage runs for real for one epoch."""
+"""The real DVC pipeline, end to end, on tiny data: every stage runs for real for one epoch,
+logs its MLflow run to the copy's embedded store, and the register stage gates all four models."""
 
 import json
 
 import pytest
+import yaml
 
 from project import make_project, run
+
+# Stage -> the inputs its MLflow run is tagged with (``dvc.<name>``) and their paths in dvc.lock.
+STAGE_INPUTS = {
+    "fetch": {},
+    "validate": {"raw": "data/raw/idx"},
+    "prepare": {"raw": "data/raw/idx"},
+    "train_classifier": {"classification": "data/prepared/classification"},
+    "transfer": {"scenes": "data/prepared/scenes", "classifier": "models/classifier.keras"},
+    "train_localizer": {"scenes": "data/prepared/scenes", "classifier": "models/classifier.keras"},
+    "train_unet": {"scenes": "data/prepared/scenes"},
+    "evaluate": {"classification": "data/prepared/classification", "scenes": "data/prepared/scenes",
+                 "transfer": "models/transfer", "unet": "models/unet.keras"},
+    "register": {},
+}
+REGISTERED = ("cnnpipe-classifier", "cnnpipe-transfer", "cnnpipe-localizer", "cnnpipe-unet")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +65,87 @@ def test_evaluate_metrics_have_the_interface_keys(project):
     assert {"mean_iou", "iou50_rate", "class_accuracy"} <= set(loc)
     unet = json.loads((project / "metrics" / "unet.json").read_text())
     assert {"dice", "iou", "pixel_accuracy", "per_class", "mean_dice"} <= set(unet)
+
+
+@pytest.fixture(scope="module")
+def mlflow_client(project):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def stage_runs(client) -> dict[str, list]:
+    experiment = client.get_experiment_by_name("cnnpipe")
+    by_stage: dict[str, list] = {}
+    for r in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]):
+        by_stage.setdefault(r.data.tags.get("cnnpipe.stage"), []).append(r)
+    return by_stage
+
+
+def lock_outs(project) -> dict[str, str]:
+    """Out path -> ``md5:<hash>`` as dvc.lock records it."""
+    stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"].values()
+    return {out["path"]: f"md5:{out['md5']}" for stage in stages for out in stage.get("outs", [])}
+
+
+def test_dvc_repro_without_prefect_logs_every_stage_to_mlflow(project, mlflow_client):
+    assert set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"]) == set(STAGE_INPUTS)
+    assert (project / "mlartifacts").is_dir()  # the embedded store, at the project root
+    lock = lock_outs(project)
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    runs = stage_runs(mlflow_client)
+    for stage, inputs in STAGE_INPUTS.items():
+        assert stage in runs, f"no MLflow run for stage {stage!r}; runs: {sorted(map(str, runs))}"
+        r = runs[stage][0]
+        assert r.info.status == "FINISHED", stage
+        assert r.data.tags["git.commit"] == head and r.data.tags["git.dirty"] == "false", stage
+        assert "prefect.flow_run_id" not in r.data.tags, stage  # plain `dvc repro`
+        for name, path in inputs.items():
+            assert r.data.tags[f"dvc.{name}"] == lock[path], (stage, name)  # DVC's own hash of it
+
+
+def test_stage_runs_record_params_metrics_datasets_and_artifacts(project, mlflow_client):
+    runs = {stage: found[0] for stage, found in stage_runs(mlflow_client).items()}
+    artifacts = lambda stage, path: {a.path for a in mlflow_client.list_artifacts(runs[stage].info.run_id, path)}  # noqa: E731
+
+    fetch, validate = runs["fetch"], runs["validate"]
+    assert fetch.data.params["fetch.dataset"] == "idx" and "fetch/source.json" in artifacts("fetch", "fetch")
+    assert [d.dataset.name for d in fetch.inputs.dataset_inputs] == ["idx"]
+    assert validate.data.metrics["failed_expectations"] == 0
+    assert {"validate/results.json", "validate/data_docs"} <= artifacts("validate", "validate")
+    assert "scenes_validation/data_docs" in artifacts("prepare", "scenes_validation")
+
+    train = runs["train_classifier"]
+    assert train.data.params["train_classifier.fit.epochs"] == "1" and train.data.params["seed"] == "42"
+    (dataset,) = train.inputs.dataset_inputs
+    assert dataset.dataset.name == "classification-train"
+    assert lock_outs(project)["data/prepared/classification"].split(":")[1].startswith(dataset.dataset.digest)
+    epochs = mlflow_client.get_metric_history(train.info.run_id, "val_accuracy")  # the epoch callback
+    assert [m.step for m in epochs] == [0]
+    assert {"epochs_run", "params"} <= set(train.data.metrics)
+    assert artifacts("train_classifier", "history") == {"history/classifier.csv"}
+    assert len(artifacts("transfer", "history")) == 3
+
+    evaluate = runs["evaluate"]
+    assert {"classifier.accuracy", "localizer.mean_iou", "unet.dice", "transfer.fine_tuning.accuracy"} \
+        <= set(evaluate.data.metrics)
+    assert "plots/confusion.png" in artifacts("evaluate", "plots")
+
+
+def test_dvc_repro_registers_all_four_models_through_the_gates(project, mlflow_client):
+    decisions = json.loads((project / "metrics" / "register.json").read_text())
+    parent = stage_runs(mlflow_client)["register"][0]
+    for name in REGISTERED:
+        decision = next(d for d in decisions.values() if d["name"] == name)
+        version = mlflow_client.get_model_version(name, decision["version"])
+        assert version.run_id != parent.info.run_id  # each model's own run, nested under register's
+        assert mlflow_client.get_run(version.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
+        # Floors are 0 in the tiny params: the first version of each becomes @champion (and
+        # stops being @challenger); the decision is recorded on the version.
+        assert decision["promoted"] is True, decision
+        assert version.aliases == ["champion"], version.aliases
+        assert any(k.startswith("cnnpipe.event.") and '"promoted"' in v for k, v in version.tags.items())
 
 
 def test_second_repro_has_nothing_to_do(project):
