@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 import types
 import urllib.error
@@ -214,6 +215,8 @@ def prefect_flow_run_id() -> str | None:
     """The Prefect flow run this process belongs to: set by the flow, or the one running here."""
     if os.environ.get(ENV_FLOW_RUN):
         return os.environ[ENV_FLOW_RUN]
+    if "prefect" not in sys.modules:
+        return None  # not running inside a flow; importing Prefect to find out costs ~1 s
     with contextlib.suppress(Exception):  # prefect absent or no run context: not under Prefect
         from prefect.runtime import flow_run
 
