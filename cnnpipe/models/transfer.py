@@ -61,10 +61,15 @@ def build_transfer_model(
     n_classes: int,
     dropout: float,
     *,
+    pretrained: bool = True,
     imagenet_input_size: int | None = None,
 ) -> keras.Model:
-    """New head on ``base``: pool -> dropout -> softmax.
+    """New head on ``base``: average + max pool -> BatchNorm -> dropout -> softmax.
 
+    A pretrained base is called with ``training=False`` (its BatchNorm keeps the statistics
+    it learned, frozen or not); a from-scratch base trains normally. Max pooling finds a
+    small item anywhere in a cluttered scene, where the average alone is mostly background;
+    the BatchNorm puts the frozen features on a scale a new linear layer learns quickly.
     For ImageNet bases (``imagenet_input_size`` set) the grayscale [0, 1] input is resized,
     repeated to RGB and scaled to [-1, 1] (MobileNetV2's preprocessing) inside the model,
     so callers always feed the task's own images.
@@ -75,8 +80,12 @@ def build_transfer_model(
         x = layers.Resizing(imagenet_input_size, imagenet_input_size, name="resize")(x)
         x = GrayToRGB(name="to_rgb")(x)
         x = layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(x)
-    x = base(x, training=False)  # BatchNorm in inference mode, frozen or not
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = base(x, training=False) if pretrained else base(x)
+    x = layers.Concatenate(name="pool")(
+        [layers.GlobalAveragePooling2D(name="avg_pool")(x), layers.GlobalMaxPooling2D(name="max_pool")(x)]
+    )
+    # Few labels, few steps: a fast-moving average so inference statistics are current.
+    x = layers.BatchNormalization(momentum=0.9, name="head_bn")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
     return keras.Model(inputs, outputs, name="transfer")

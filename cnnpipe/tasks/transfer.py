@@ -60,7 +60,8 @@ def _base(params: TransferParams, classifier: keras.Model | None, classifier_par
         base = keras.models.clone_model(source)
         base.set_weights(source.get_weights())
         return base, None
-    return build_backbone(classifier_params.filters, classifier_params.convs_per_block), None
+    # From scratch on a few hundred images: ~15 steps an epoch, so BatchNorm must average fast.
+    return build_backbone(classifier_params.filters, classifier_params.convs_per_block, bn_momentum=0.9), None
 
 
 def train_transfer(
@@ -101,7 +102,9 @@ def train_transfer(
     # 1. scratch: the same architecture, nothing pretrained, everything trainable.
     with precision_policy(fit.precision):
         base, size = _base(params, classifier, classifier_params, pretrained=False)
-        scratch = build_transfer_model(base, shape, n_classes, params.dropout, imagenet_input_size=size)
+        scratch = build_transfer_model(
+            base, shape, n_classes, params.dropout, pretrained=False, imagenet_input_size=size
+        )
     fits["scratch"] = run("scratch", scratch, fit)
     models["scratch"] = fits["scratch"].model
 
