@@ -82,6 +82,16 @@ class FitResult:
     best_epoch: int
     seconds_per_epoch: float  # mean wall time of the epochs run here (validation included)
 
+    def summary(self) -> dict[str, Any]:
+        """The facts every training stage reports in ``metrics/train/<model>.json``."""
+        return {
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "resumed_from_epoch": self.resumed_from,
+            "seconds_per_epoch": round(self.seconds_per_epoch, 2),
+            "params": self.model.count_params(),
+        }
+
 
 class _EpochTimer(keras.callbacks.Callback):
     def __init__(self) -> None:

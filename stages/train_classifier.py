@@ -16,11 +16,7 @@ from cnnpipe.tracking import stage_run
 def main(params: Params) -> None:
     paths = params.paths
     data = Path(paths.prepared) / "classification"
-    out = TrainOutputs(
-        model=Path(paths.models) / "classifier.keras",
-        history_csv=Path(paths.plots) / "history" / "classifier.csv",
-        checkpoint_dir=Path(paths.models) / ".checkpoints" / "classifier",
-    )
+    out = TrainOutputs.named(paths.models, paths.plots, "classifier")
     with stage_run("train_classifier", params, param_sections=["seed", "augment", "train_classifier"],
                    inputs={"classification": data}) as run:
         set_global_seed(params.seed)
@@ -32,14 +28,9 @@ def main(params: Params) -> None:
             callbacks=(run.epoch_logger(),),
         )
         save_model(result.model, out.model)
-        summary = {
-            "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch,
-            "resumed_from_epoch": result.resumed_from,
-            "seconds_per_epoch": round(result.seconds_per_epoch, 2),
-            "train_images_per_s": round(len(train.images) / result.seconds_per_epoch, 1) if result.seconds_per_epoch else None,
-            "params": result.model.count_params(),
-        }
+        summary = result.summary()
+        if result.seconds_per_epoch:
+            summary["train_images_per_s"] = round(len(train.images) / result.seconds_per_epoch, 1)
         publish_summary(run, Path(paths.metrics) / "train" / "classifier.json", summary, out.history_csv)
 
 

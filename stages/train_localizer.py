@@ -17,11 +17,7 @@ def main(params: Params) -> None:
     paths, lp = params.paths, params.train_localizer
     scenes = Path(paths.prepared) / "scenes"
     classifier = Path(paths.models) / "classifier.keras"
-    out = TrainOutputs(
-        model=Path(paths.models) / "localizer.keras",
-        history_csv=Path(paths.plots) / "history" / "localizer.csv",
-        checkpoint_dir=Path(paths.models) / ".checkpoints" / "localizer",
-    )
+    out = TrainOutputs.named(paths.models, paths.plots, "localizer")
     with stage_run("train_localizer", params, param_sections=["seed", "augment", "train_classifier", "train_localizer"],
                    inputs={"scenes": scenes, "classifier": classifier}) as run:
         set_global_seed(params.seed)
@@ -35,11 +31,7 @@ def main(params: Params) -> None:
             out, pretrained, params.train_classifier, callbacks=(run.epoch_logger(),),
         )
         save_model(result.model, out.model)
-        summary = {
-            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-            "resumed_from_epoch": result.resumed_from, "seconds_per_epoch": round(result.seconds_per_epoch, 2),
-            "backbone": lp.backbone, "params": result.model.count_params(),
-        }
+        summary = {**result.summary(), "backbone": lp.backbone}
         publish_summary(run, Path(paths.metrics) / "train" / "localizer.json", summary, out.history_csv)
 
 

@@ -16,11 +16,7 @@ from cnnpipe.tracking import stage_run
 def main(params: Params) -> None:
     paths, up = params.paths, params.train_unet
     scenes = Path(paths.prepared) / "scenes"
-    out = TrainOutputs(
-        model=Path(paths.models) / "unet.keras",
-        history_csv=Path(paths.plots) / "history" / "unet.csv",
-        checkpoint_dir=Path(paths.models) / ".checkpoints" / "unet",
-    )
+    out = TrainOutputs.named(paths.models, paths.plots, "unet")
     with stage_run("train_unet", params, param_sections=["seed", "augment", "train_unet"],
                    inputs={"scenes": scenes}) as run:
         set_global_seed(params.seed)
@@ -31,11 +27,7 @@ def main(params: Params) -> None:
             callbacks=(run.epoch_logger(),),
         )
         save_model(result.model, out.model)
-        summary = {
-            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-            "resumed_from_epoch": result.resumed_from, "seconds_per_epoch": round(result.seconds_per_epoch, 2),
-            "multiclass": up.multiclass, "params": result.model.count_params(),
-        }
+        summary = {**result.summary(), "multiclass": up.multiclass}
         publish_summary(run, Path(paths.metrics) / "train" / "unet.json", summary, out.history_csv)
 
 

@@ -20,6 +20,16 @@ class TrainOutputs:
     history_csv: Path
     checkpoint_dir: Path
 
+    @classmethod
+    def named(cls, models_dir: str | Path, plots_dir: str | Path, name: str) -> "TrainOutputs":
+        """``<models>/<name>.keras``, ``<plots>/history/<name>.csv``, ``<models>/.checkpoints/<name>``."""
+        models_dir, plots_dir = Path(models_dir), Path(plots_dir)
+        return cls(
+            model=models_dir / f"{name}.keras",
+            history_csv=plots_dir / "history" / f"{name}.csv",
+            checkpoint_dir=models_dir / ".checkpoints" / name,
+        )
+
 
 def save_model(model: keras.Model, path: Path) -> None:
     """Save a ``.keras`` file atomically (temp file beside it, then rename)."""
