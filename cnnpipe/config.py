@@ -140,9 +140,16 @@ class ScenesParams:
 class PrepareParams:
     val_fraction: float = 0.1  # stratified, carved from train; test stays untouched
     scenes: ScenesParams = field(default_factory=ScenesParams)
+    # 0: each scenes split as single arrays (the default run's outputs). N > 0: composed,
+    # written and streamed at training time in shards of N scenes, so memory stays flat
+    # however large prepare.scenes.n_* grow (cnnpipe/data/shards.py). Kept out of
+    # params.yaml so the committed dvc.lock holds: set it with `dvc exp run -S`.
+    shard_size: int = 0
 
     def __post_init__(self) -> None:
         _fraction("prepare.val_fraction", self.val_fraction)
+        if self.shard_size < 0:
+            raise ParamsError(f"prepare.shard_size: must be >= 0 (0 = no shards), got {self.shard_size!r}")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ atomically) and the scenes' Great Expectations report in
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +24,7 @@ from cnnpipe.data.idx import read_idx_pair
 from cnnpipe.data.manifest import scenes_manifest
 from cnnpipe.data.prepare import SPLITS, classification_arrays, split_items
 from cnnpipe.data.scenes import build_scene_splits
+from cnnpipe.data.shards import sharded_scenes_manifest, write_scene_shards
 from cnnpipe.data.validation import raise_if_failed, validate_scenes, write_report
 from cnnpipe.errors import DataError
 from cnnpipe.io import atomic_dir, read_json, save_array, write_json
@@ -43,7 +47,8 @@ def body(params: Params) -> None:
     raw = Path(params.paths.raw) / params.fetch.dataset
     prepared = Path(params.paths.prepared)
     scene_params = params.prepare.scenes
-    with stage_run("prepare", params, param_sections=["seed", "prepare"], inputs={"raw": raw}) as run:
+    with stage_run("prepare", params, param_sections=["seed", "prepare"], inputs={"raw": raw}) as run, \
+            contextlib.ExitStack() as stack:
         if not (raw / "source.json").exists():
             raise DataError(f"{raw / 'source.json'}: missing; it is written by the 'fetch' stage")
         class_names = list(read_json(raw / "source.json")["class_names"])
@@ -56,12 +61,26 @@ def body(params: Params) -> None:
         log.info("classification: %s items per split", items.counts())
 
         t = time.perf_counter()
-        scenes = build_scene_splits(items.images, items.labels, scene_params, params.seed)
-        scene_counts = {split: int(len(scenes[split]["labels"])) for split in SPLITS}
+        shard_size = params.prepare.shard_size
+        if shard_size:
+            # Composed and written a shard at a time into a staging dir; moved into place below.
+            prepared.mkdir(parents=True, exist_ok=True)
+            staging = stack.enter_context(tempfile.TemporaryDirectory(prefix=".scenes.shards-", dir=prepared))
+            frames: list = []
+            shards = write_scene_shards(
+                Path(staging), items.images, items.labels, scene_params, params.seed, shard_size,
+                on_shard=lambda split, arrays: frames.append(scenes_manifest({split: arrays})),
+            )
+            manifest = sharded_scenes_manifest(frames)
+            scene_counts = {split: sum(shards[split]) for split in SPLITS}
+        else:
+            scenes = build_scene_splits(items.images, items.labels, scene_params, params.seed)
+            manifest = scenes_manifest(scenes)
+            scene_counts = {split: int(len(scenes[split]["labels"])) for split in SPLITS}
         log.info("scenes: %s composed in %.1f s", scene_counts, time.perf_counter() - t)
 
         t = time.perf_counter()
-        report = validate_scenes(scenes_manifest(scenes), n_classes=len(class_names), canvas=scene_params.canvas)
+        report = validate_scenes(manifest, n_classes=len(class_names), canvas=scene_params.canvas)
         report_dir = Path(params.paths.reports) / "scenes_validation"
         with atomic_dir(report_dir) as tmp:
             write_report(report, tmp)
@@ -84,17 +103,24 @@ def body(params: Params) -> None:
                 "val_fraction": params.prepare.val_fraction,
             },
         )
-        _save(
-            prepared / "scenes",
-            {f"{split}_{name}": array for split in SPLITS for name, array in scenes[split].items()},
-            {
-                "class_names": class_names,
-                "canvas": scene_params.canvas,
-                "counts": scene_counts,
-                "seed": params.seed,
-                "scenes": to_dict(scene_params),
-            },
-        )
+        scenes_meta = {
+            "class_names": class_names,
+            "canvas": scene_params.canvas,
+            "counts": scene_counts,
+            "seed": params.seed,
+            "scenes": to_dict(scene_params),
+        }
+        if shard_size:
+            with atomic_dir(prepared / "scenes") as tmp:
+                for path in Path(staging).iterdir():
+                    os.replace(path, tmp / path.name)
+                write_json(tmp / "meta.json", {**scenes_meta, "shard_size": shard_size, "shards": shards})
+        else:
+            _save(
+                prepared / "scenes",
+                {f"{split}_{name}": array for split in SPLITS for name, array in scenes[split].items()},
+                scenes_meta,
+            )
     log.info("wrote %s in %.1f s total", prepared, time.perf_counter() - start)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.arrays import class_names, load_scenes
+from cnnpipe.data.arrays import class_names
+from cnnpipe.data.shards import ShardedSplit, open_scenes
 from cnnpipe.seeding import set_global_seed
 from cnnpipe.stage import publish_summary, run_stage
 from cnnpipe.tasks.common import TrainOutputs, load_model, save_model
@@ -24,10 +25,13 @@ def main(params: Params) -> None:
         pretrained = None
         if lp.backbone == "classifier":
             pretrained = load_model(classifier, producer="train_classifier")
-        train = load_scenes(scenes, "train")
-        run.log_dataset(train.images, "scenes-train", run.tags["dvc.scenes"], source=scenes, targets=train.labels)
+        train = open_scenes(scenes, "train")  # streamed from disk when sharded
+        labels = train.labels() if isinstance(train, ShardedSplit) else train.labels
+        # Sharded: the labels stand for the set (MLflow would profile every image in memory).
+        run.log_dataset(labels if isinstance(train, ShardedSplit) else train.images, "scenes-train",
+                        run.tags["dvc.scenes"], source=scenes, targets=labels)
         result = train_localizer(
-            train, load_scenes(scenes, "val"), len(class_names(scenes)), lp, params.augment, params.seed,
+            train, open_scenes(scenes, "val"), len(class_names(scenes)), lp, params.augment, params.seed,
             out, pretrained, params.train_classifier, callbacks=(run.epoch_logger(),),
         )
         save_model(result.model, out.model)

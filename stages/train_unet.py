@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.arrays import class_names, load_scenes
+from cnnpipe.data.arrays import class_names
+from cnnpipe.data.shards import ShardedSplit, open_scenes
 from cnnpipe.seeding import set_global_seed
 from cnnpipe.stage import publish_summary, run_stage
 from cnnpipe.tasks.common import TrainOutputs, save_model
@@ -20,10 +21,13 @@ def main(params: Params) -> None:
     with stage_run("train_unet", params, param_sections=["seed", "augment", "train_unet"],
                    inputs={"scenes": scenes}) as run:
         set_global_seed(params.seed)
-        train = load_scenes(scenes, "train")
-        run.log_dataset(train.images, "scenes-train", run.tags["dvc.scenes"], source=scenes, targets=train.labels)
+        train = open_scenes(scenes, "train")  # streamed from disk when sharded
+        labels = train.labels() if isinstance(train, ShardedSplit) else train.labels
+        # Sharded: the labels stand for the set (MLflow would profile every image in memory).
+        run.log_dataset(labels if isinstance(train, ShardedSplit) else train.images, "scenes-train",
+                        run.tags["dvc.scenes"], source=scenes, targets=labels)
         result = train_unet(
-            train, load_scenes(scenes, "val"), len(class_names(scenes)), up, params.augment, params.seed, out,
+            train, open_scenes(scenes, "val"), len(class_names(scenes)), up, params.augment, params.seed, out,
             callbacks=(run.epoch_logger(),),
         )
         save_model(result.model, out.model)

@@ -40,7 +40,16 @@ def load_classification(directory: Path, split: str) -> Split:
 
 
 def load_scenes(directory: Path, split: str) -> Split:
-    """Scenes of one split: uint8 images (N, S, S, 1), labels, (x, y, w, h) boxes, {0,1} masks."""
+    """Scenes of one split: uint8 images (N, S, S, 1), labels, (x, y, w, h) boxes, {0,1} masks.
+
+    A sharded directory (``prepare.shard_size`` > 0) is read whole here; training streams it
+    instead (:func:`cnnpipe.data.shards.open_scenes`).
+    """
+    from cnnpipe.data.shards import open_sharded  # shards builds on Split: import late
+
+    sharded = open_sharded(directory, split)
+    if sharded is not None:
+        return sharded.to_split()
     return Split(
         images=load_array(_need(directory / f"{split}_images.npy")),
         labels=load_array(_need(directory / f"{split}_labels.npy")),

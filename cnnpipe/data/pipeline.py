@@ -1,4 +1,5 @@
-"""tf.data input pipelines: in-memory arrays -> shuffled, augmented, batched, prefetched."""
+"""tf.data input pipelines: in-memory arrays or streamed shards -> shuffled, augmented, batched,
+prefetched."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from cnnpipe.data.arrays import Split
 from cnnpipe.data.augment import map_seeded
+from cnnpipe.data.shards import ShardedSplit
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -41,8 +44,78 @@ def make_dataset(
     if training:
         ds = ds.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
         ds = ds.repeat()
+    return _finish(ds, batch_size=batch_size, training=training, seed=seed, augment=augment)
+
+
+def _finish(
+    ds: tf.data.Dataset, *, batch_size: int, training: bool, seed: int, augment: Callable[..., Any] | None
+) -> tf.data.Dataset:
+    """Examples -> float batches, augmented at train time, prefetched."""
     ds = ds.batch(batch_size, drop_remainder=training)
     ds = ds.map(lambda x, y: (to_float(x), y), num_parallel_calls=AUTOTUNE)
     if training and augment is not None:
         ds = map_seeded(ds, augment, seed)
     return ds.prefetch(AUTOTUNE)
+
+
+# Shards read at once by the streaming pipeline: with the shuffle buffer (one shard) and the
+# prefetched batches, about three shards are in memory whatever the number of shards.
+SHARD_CYCLE = 2
+
+
+def make_sharded_dataset(
+    shards: ShardedSplit,
+    targets: Callable[[Split], Any],
+    *,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    augment: Callable[..., Any] | None = None,
+) -> tf.data.Dataset:
+    """Like :func:`make_dataset`, streaming ``shards`` from disk instead of holding the split.
+
+    At train time the shard order is reshuffled each epoch (seeded), ``SHARD_CYCLE`` shards
+    are read interleaved, and a one-shard shuffle buffer mixes their examples. ``targets``
+    maps a loaded shard to its targets (array or dict), as for the in-memory pipeline.
+    """
+    first = shards.load(0)
+    spec = lambda a: tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype))  # noqa: E731
+    signature = (spec(first.images), tf.nest.map_structure(spec, targets(first)))
+    del first
+
+    def read(index: Any) -> Any:
+        part = shards.load(int(index))
+        yield part.images, targets(part)
+
+    order = tf.data.Dataset.range(len(shards.sizes))
+    if training:
+        order = order.shuffle(len(shards.sizes), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = order.interleave(
+        lambda index: tf.data.Dataset.from_generator(read, args=(index,), output_signature=signature).unbatch(),
+        cycle_length=SHARD_CYCLE,
+        block_length=1,
+        num_parallel_calls=SHARD_CYCLE,  # read the next shard while the current one trains
+        deterministic=True,
+    )
+    if training:
+        ds = ds.shuffle(max(shards.sizes), seed=seed, reshuffle_each_iteration=True)
+    return _finish(ds, batch_size=batch_size, training=training, seed=seed, augment=augment)
+
+
+def split_dataset(
+    split: Split | ShardedSplit,
+    targets: Callable[[Split], Any],
+    *,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    augment: Callable[..., Any] | None = None,
+) -> tf.data.Dataset:
+    """The input pipeline of a split: streamed when it is sharded, in memory otherwise."""
+    if isinstance(split, ShardedSplit):
+        return make_sharded_dataset(
+            split, targets, batch_size=batch_size, training=training, seed=seed, augment=augment
+        )
+    return make_dataset(
+        split.images, targets(split), batch_size=batch_size, training=training, seed=seed, augment=augment
+    )

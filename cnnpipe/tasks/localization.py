@@ -8,7 +8,8 @@ import numpy as np
 from cnnpipe.config import AugmentParams, ClassifierParams, LocalizerParams
 from cnnpipe.data.arrays import Split
 from cnnpipe.data.augment import augment_with_boxes
-from cnnpipe.data.pipeline import make_dataset
+from cnnpipe.data.pipeline import split_dataset
+from cnnpipe.data.shards import ShardedSplit, content_id, examples, image_shape
 from cnnpipe.losses import BoxIoU, BoxLoss
 from cnnpipe.models.backbone import build_backbone
 from cnnpipe.models.localizer import build_localizer
@@ -21,8 +22,8 @@ def _targets(split: Split) -> dict[str, np.ndarray]:
 
 
 def train_localizer(
-    train: Split,
-    val: Split,
+    train: Split | ShardedSplit,
+    val: Split | ShardedSplit,
     n_classes: int,
     params: LocalizerParams,
     augment: AugmentParams,
@@ -32,24 +33,27 @@ def train_localizer(
     classifier_params: ClassifierParams,
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
 ) -> FitResult:
-    """``pretrained``: the trained classifier (its ``backbone`` is reused), or None for scratch."""
+    """``pretrained``: the trained classifier (its ``backbone`` is reused), or None for scratch.
+
+    Sharded splits (``prepare.shard_size`` > 0) are streamed from disk, not held in memory.
+    """
     fit = params.fit
 
     def aug(x, y, s):
         x, box = augment_with_boxes(x, y["box"], augment, s)
         return x, {"class": y["class"], "box": box}
 
-    train_ds = make_dataset(
-        train.images, _targets(train), batch_size=fit.batch_size, training=True, seed=seed,
+    train_ds = split_dataset(
+        train, _targets, batch_size=fit.batch_size, training=True, seed=seed,
         augment=aug if fit.augment else None,
     )
-    val_ds = make_dataset(val.images, _targets(val), batch_size=256, training=False, seed=seed)
+    val_ds = split_dataset(val, _targets, batch_size=256, training=False, seed=seed)
     with precision_policy(fit.precision):
         if pretrained is not None:
             backbone = pretrained.get_layer("backbone")
         else:
             backbone = build_backbone(classifier_params.filters, classifier_params.convs_per_block)
-        model = build_localizer(backbone, tuple(train.images.shape[1:]), n_classes, params.dropout)
+        model = build_localizer(backbone, image_shape(train), n_classes, params.dropout)
     return fit_model(
         model,
         train_ds,
@@ -58,11 +62,11 @@ def train_localizer(
         loss={"class": keras.losses.SparseCategoricalCrossentropy(), "box": BoxLoss()},
         loss_weights={"class": 1.0, "box": params.box_loss_weight},
         metrics={"class": ["accuracy"], "box": [BoxIoU()]},
-        steps_per_epoch=fit.steps(len(train.images)),
+        steps_per_epoch=fit.steps(examples(train)),
         checkpoint_dir=out.checkpoint_dir,
         history_csv=out.history_csv,
         run_fingerprint=fingerprint(
-            "localizer", params, augment, seed, train.images.shape, float(train.boxes.sum()), pretrained is not None
+            "localizer", params, augment, seed, content_id(train), pretrained is not None
         ),
         callbacks=callbacks,
     )

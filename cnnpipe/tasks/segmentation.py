@@ -8,7 +8,8 @@ import numpy as np
 from cnnpipe.config import AugmentParams, UnetParams
 from cnnpipe.data.arrays import Split
 from cnnpipe.data.augment import augment_with_masks
-from cnnpipe.data.pipeline import make_dataset
+from cnnpipe.data.pipeline import split_dataset
+from cnnpipe.data.shards import ShardedSplit, content_id, examples, image_shape
 from cnnpipe.losses import DiceCrossentropy, DiceScore
 from cnnpipe.models.unet import build_unet
 from cnnpipe.tasks.common import TrainOutputs
@@ -26,8 +27,8 @@ def mask_targets(split: Split, n_classes: int, multiclass: bool) -> np.ndarray:
 
 
 def train_unet(
-    train: Split,
-    val: Split,
+    train: Split | ShardedSplit,
+    val: Split | ShardedSplit,
     n_classes: int,
     params: UnetParams,
     augment: AugmentParams,
@@ -41,15 +42,16 @@ def train_unet(
     def aug(x, y, s):
         return augment_with_masks(x, y, augment, s)
 
-    train_ds = make_dataset(
-        train.images, mask_targets(train, n_classes, params.multiclass), batch_size=fit.batch_size,
-        training=True, seed=seed, augment=aug if fit.augment else None,
+    def targets(split: Split) -> np.ndarray:
+        return mask_targets(split, n_classes, params.multiclass)
+
+    # Sharded splits (prepare.shard_size > 0) stream from disk, targets made shard by shard.
+    train_ds = split_dataset(
+        train, targets, batch_size=fit.batch_size, training=True, seed=seed, augment=aug if fit.augment else None
     )
-    val_ds = make_dataset(
-        val.images, mask_targets(val, n_classes, params.multiclass), batch_size=256, training=False, seed=seed
-    )
+    val_ds = split_dataset(val, targets, batch_size=256, training=False, seed=seed)
     with precision_policy(fit.precision):
-        model = build_unet(tuple(train.images.shape[1:]), params.filters, n_out)
+        model = build_unet(image_shape(train), params.filters, n_out)
     return fit_model(
         model,
         train_ds,
@@ -57,9 +59,9 @@ def train_unet(
         fit=fit,
         loss=DiceCrossentropy(params.dice_weight, params.multiclass),
         metrics=[DiceScore(params.multiclass)],
-        steps_per_epoch=fit.steps(len(train.images)),
+        steps_per_epoch=fit.steps(examples(train)),
         checkpoint_dir=out.checkpoint_dir,
         history_csv=out.history_csv,
-        run_fingerprint=fingerprint("unet", params, augment, seed, train.images.shape, int(train.masks.sum())),
+        run_fingerprint=fingerprint("unet", params, augment, seed, content_id(train)),
         callbacks=callbacks,
     )
