@@ -15,3 +15,8 @@ class ValidationFailed(CnnpipeError):
 
 class ModelError(CnnpipeError):
     """A model file cannot be used (not a model, unsafe, wrong shape)."""
+
+
+class OutputError(CnnpipeError):
+    """An output cannot be written (permission denied, read-only or full disk); the previous
+    output at that path is left as it was."""

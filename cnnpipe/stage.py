@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnpipe.config import Params, load_params
 from cnnpipe.errors import CnnpipeError
-from cnnpipe.io import write_json
+from cnnpipe.io import WRITE_ERRNOS, write_json
 
 if TYPE_CHECKING:
     from cnnpipe.tracking import StageRun
@@ -29,6 +29,12 @@ def run_stage(name: str, body: Callable[[Params], None], argv: list[str] | None 
     try:
         body(load_params(args.params))
     except CnnpipeError as err:
+        print(f"stage {name} failed: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise  # a bug, not the environment: keep the traceback
+        # Permission denied, read-only or full disk outside the atomic writers: still one line.
         print(f"stage {name} failed: {err}", file=sys.stderr)
         raise SystemExit(1) from None
 

@@ -8,6 +8,7 @@ on the validation loss with the best weights restored, and a CSV of the curves.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import logging
@@ -23,9 +24,13 @@ import keras
 import tensorflow as tf
 
 from cnnpipe.config import FitParams
-from cnnpipe.io import read_json, write_json
+from cnnpipe.errors import OutputError
+from cnnpipe.io import atomic_file, output_error, read_json, write_json
 
 log = logging.getLogger("cnnpipe")
+
+STATE = "state.json"  # in the checkpoint directory: the commit point of each epoch
+HISTORY = "history.csv"  # the curves so far, beside the checkpoint
 
 
 def cpu_has_native_bf16() -> bool:
@@ -125,7 +130,9 @@ class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 class _EpochCheckpoint(keras.callbacks.Callback):
     """Save the full model (weights + optimizer state) and the callbacks' state each epoch.
 
-    Written to a temp file and renamed, so a kill mid-save leaves the previous checkpoint.
+    Each epoch's files get their own names and ``state.json``, written last and atomically,
+    names them: a kill at any instant leaves a state that points at complete files of one
+    epoch. A full or read-only disk stops training with an :class:`OutputError`.
     """
 
     def __init__(self, directory: Path, fingerprint: str, early: _ResumableEarlyStopping):
@@ -135,27 +142,78 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self.early = early
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / ".last.tmp.keras"
-        self.model.save(tmp)
-        os.replace(tmp, self.directory / "last.keras")
-        if self.early.best_weights is not None:
-            best_tmp = self.directory / ".best.tmp.weights.h5"
-            current = self.model.get_weights()
-            self.model.set_weights(self.early.best_weights)
-            self.model.save_weights(best_tmp)
-            self.model.set_weights(current)
-            os.replace(best_tmp, self.directory / "best.weights.h5")
-        write_json(
-            self.directory / "state.json",
-            {
-                "fingerprint": self.fingerprint,
-                "epoch": epoch + 1,
-                "best": None if self.early.best is None else float(self.early.best),
-                "best_epoch": int(self.early.best_epoch),
-                "wait": int(self.early.wait),
-            },
-        )
+        done = epoch + 1
+        model_file, best_file = f"epoch-{done:04d}.keras", f"best-{done:04d}.weights.h5"
+        tmp_model, tmp_best = self.directory / f".{model_file}.tmp.keras", self.directory / f".{best_file}.tmp.weights.h5"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.model.save(tmp_model)
+            os.replace(tmp_model, self.directory / model_file)
+            if self.early.best_weights is None:
+                best_file = None
+            else:
+                current = self.model.get_weights()
+                self.model.set_weights(self.early.best_weights)
+                try:
+                    self.model.save_weights(tmp_best)
+                finally:
+                    self.model.set_weights(current)
+                os.replace(tmp_best, self.directory / best_file)
+            write_json(
+                self.directory / STATE,
+                {
+                    "fingerprint": self.fingerprint,
+                    "epoch": done,
+                    "model": model_file,
+                    "best_weights": best_file,
+                    "best": None if self.early.best is None else float(self.early.best),
+                    "best_epoch": int(self.early.best_epoch),
+                    "wait": int(self.early.wait),
+                },
+            )
+        except (OSError, OutputError) as err:
+            for tmp in (tmp_model, tmp_best):
+                tmp.unlink(missing_ok=True)
+            raise output_error(self.directory, err) from err
+        for old in [*self.directory.glob("epoch-*.keras"), *self.directory.glob("best-*.weights.h5")]:
+            if old.name not in (model_file, best_file):  # no longer named by state.json
+                old.unlink(missing_ok=True)
+
+
+def _trim_history(path: Path, epochs: int) -> None:
+    """Keep the header and the rows of the first ``epochs`` epochs: a kill can leave a row (or
+    half of one) of an epoch whose checkpoint was never committed."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    header, kept = rows[0], [rows[0]]
+    for row in rows[1:]:
+        if len(row) == len(header) and row[0].isdigit() and int(row[0]) < epochs:
+            kept.append(row)
+    with atomic_file(path, "w") as f:
+        csv.writer(f, lineterminator="\n").writerows(kept)
+
+
+def _load_checkpoint(directory: Path, state: dict[str, Any], model: keras.Model, early: _ResumableEarlyStopping) -> int:
+    """Load the committed epoch's weights, optimizer state and early-stopping memory into
+    ``model``/``early``; returns the number of completed epochs."""
+    resumed = keras.saving.load_model(directory / state.get("model", "last.keras"))
+    model.set_weights(resumed.get_weights())
+    model.optimizer.build(model.trainable_variables)
+    for var, value in zip(model.optimizer.variables, resumed.optimizer.variables, strict=True):
+        var.assign(value)
+    # Restore early stopping's memory so the resumed run stops where a straight run would.
+    early.resume_state = {"best": state["best"], "best_epoch": state["best_epoch"], "wait": state["wait"]}
+    best = state.get("best_weights", "best.weights.h5")
+    if best and (directory / best).exists():
+        current = model.get_weights()
+        model.load_weights(directory / best)
+        early.resume_state["best_weights"] = model.get_weights()
+        model.set_weights(current)
+    return int(state["epoch"])
 
 
 def fingerprint(*parts: Any) -> str:
@@ -195,37 +253,37 @@ def fit_model(
     early = _ResumableEarlyStopping(monitor=monitor, patience=fit.patience, restore_best_weights=True)
 
     initial_epoch = 0
-    state_path = checkpoint_dir / "state.json"
+    state_path = checkpoint_dir / STATE
     if state_path.exists():
         state = read_json(state_path)
-        if state.get("fingerprint") == run_fingerprint and (checkpoint_dir / "last.keras").exists():
-            resumed = keras.saving.load_model(checkpoint_dir / "last.keras")
-            model.set_weights(resumed.get_weights())
-            model.optimizer.build(model.trainable_variables)
-            for var, value in zip(model.optimizer.variables, resumed.optimizer.variables, strict=True):
-                var.assign(value)
-            initial_epoch = int(state["epoch"])
-            # Restore early stopping's memory so the resumed run stops where a straight run would.
-            early.resume_state = {"best": state["best"], "best_epoch": state["best_epoch"], "wait": state["wait"]}
-            best = checkpoint_dir / "best.weights.h5"
-            if best.exists():
-                current = model.get_weights()
-                model.load_weights(best)
-                early.resume_state["best_weights"] = model.get_weights()
-                model.set_weights(current)
-            log.info("resuming from checkpoint at epoch %d (%s)", initial_epoch, checkpoint_dir)
+        if state.get("fingerprint") == run_fingerprint:
+            try:
+                initial_epoch = _load_checkpoint(checkpoint_dir, state, model, early)
+                log.info("resuming from checkpoint at epoch %d (%s)", initial_epoch, checkpoint_dir)
+            except Exception as err:  # noqa: BLE001 - any unreadable checkpoint: start over, say why
+                log.warning("ignoring an unreadable checkpoint in %s (%s: %s); training from epoch 0",
+                            checkpoint_dir, type(err).__name__, err)
+                early.resume_state = None
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
         else:
             log.info("ignoring a stale checkpoint in %s (different params or data)", checkpoint_dir)
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
-    history_csv.parent.mkdir(parents=True, exist_ok=True)
+    # The curves grow beside the checkpoint and reach ``history_csv`` (a declared output) only
+    # whole, when training ends.
+    curves = checkpoint_dir / HISTORY
+    try:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise output_error(checkpoint_dir, err) from err
     if initial_epoch == 0:
-        with contextlib.suppress(FileNotFoundError):
-            history_csv.unlink()
+        curves.unlink(missing_ok=True)
+    else:
+        _trim_history(curves, initial_epoch)
     timer = _EpochTimer()
     all_callbacks = [
         timer,
-        keras.callbacks.CSVLogger(str(history_csv), append=initial_epoch > 0),
+        keras.callbacks.CSVLogger(str(curves), append=initial_epoch > 0),
         early,
         _EpochCheckpoint(checkpoint_dir, run_fingerprint, early),
         *callbacks,
@@ -248,6 +306,9 @@ def fit_model(
         ).history
     if early.best_weights is not None:
         model.set_weights(early.best_weights)
+    if curves.exists():
+        with atomic_file(history_csv, "wb") as f:
+            f.write(curves.read_bytes())
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return FitResult(
         model=model,

@@ -1,6 +1,7 @@
 """The one training routine: fits, logs curves, checkpoints each epoch and resumes."""
 
 import csv
+import json
 
 import keras
 import numpy as np
@@ -69,7 +70,9 @@ def test_fit_writes_curves_and_cleans_checkpoint(tmp_path):
 def test_interrupted_fit_resumes_from_last_epoch(tmp_path):
     with pytest.raises(_Crash):
         _fit(tmp_path, epochs=4, callbacks=(_CrashAfter(2),))
-    assert (tmp_path / "ckpt" / "last.keras").exists()
+    state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
+    assert state["epoch"] == 2 and (tmp_path / "ckpt" / state["model"]).exists()
+    assert not (tmp_path / "hist.csv").exists()  # the declared curves appear only whole
     result = _fit(tmp_path, epochs=4)
     assert result.resumed_from == 2 and result.epochs_run == 4
     assert [int(r["epoch"]) for r in _rows(tmp_path / "hist.csv")] == [0, 1, 2, 3]

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 
 from cnnpipe.errors import ModelError
+from cnnpipe.io import output_error
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,20 @@ class TrainOutputs:
 
 def save_model(model: keras.Model, path: Path) -> None:
     """Save a ``.keras`` file atomically (temp file beside it, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o644)
+    except OSError as err:
+        raise output_error(path, err) from err
     try:
         model.save(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):  # full or read-only disk: name the file, keep the old one
+            raise output_error(path, err) from err
         raise
 
 
