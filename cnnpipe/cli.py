@@ -22,6 +22,7 @@ from cnnpipe.config import Params, load_params
 from cnnpipe.errors import CnnpipeError
 
 DEFAULT_PARAMS = "params.yaml"
+log = logging.getLogger("cnnpipe")
 
 
 # --------------------------------------------------------------------------------------
@@ -107,7 +108,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def read_image(path: Path) -> Any:
-    """A PNG/JPEG file as a grayscale PIL image; a directory or non-image fails naming the path."""
+    """A PNG/JPEG (or any Pillow) file as a grayscale PIL image, whatever its mode; a directory,
+    a non-image, a corrupt or an oversized image fails naming the path."""
     from PIL import Image, UnidentifiedImageError
 
     if path.is_dir():
@@ -116,9 +118,36 @@ def read_image(path: Path) -> Any:
         raise CnnpipeError(f"{path}: no such file")
     try:
         with Image.open(path) as image:
-            return image.convert("L")
-    except (UnidentifiedImageError, OSError) as err:
+            image.load()
+            return to_gray(image)
+    except Image.DecompressionBombError as err:
+        raise CnnpipeError(f"{path}: refusing to decode an image this large ({err})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise CnnpipeError(f"{path}: not a readable image (PNG or JPEG expected): {err}") from None
+
+
+def to_gray(image: Any) -> Any:
+    """Any Pillow image as 8-bit grayscale (mode ``L``), its intensities kept: 16-bit and float
+    images are scaled, not clipped; transparent pixels become the black background the models
+    were trained on; EXIF rotation is applied."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and values.max(initial=0) > 255):
+            values = values / 257.0  # 16-bit range to 8-bit
+        elif image.mode == "F" and values.max(initial=0) <= 1.0:
+            values = values * 255.0  # float images in [0, 1]
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    if "A" in image.mode or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("L")
+    try:
+        return image.convert("L")
+    except ValueError:  # modes Pillow cannot turn into L directly (LAB)
+        return image.convert("RGB").convert("L")
 
 
 def model_input(image: Any, shape: Sequence[int]) -> np.ndarray:
@@ -151,12 +180,17 @@ class Prediction:
 
 
 def predict_image(model: Any, kind: str, class_names: Sequence[str], path: Path, image: Any) -> Prediction:
-    """Run ``model`` on the image read from ``path``: a class, a class + box (in the image's
-    pixels), or a mask written beside the input as ``<stem>.mask.png``."""
+    """Run ``model`` (a Keras model or a :mod:`cnnpipe.export` predictor) on the image read from
+    ``path``: a class, a class + box (in the image's pixels), or a mask written beside the input
+    as ``<stem>.mask.png``."""
     from PIL import Image
 
+    from cnnpipe.export import KerasPredictor
+
+    if not hasattr(model, "backend"):  # a Keras model rather than a cnnpipe.export predictor
+        model = KerasPredictor(model)
     width, height = image.size
-    out = model.predict(model_input(image, model.input_shape[1:]), verbose=0)
+    out = model(model_input(image, model.input_shape[1:]))
 
     def top(probs: np.ndarray) -> tuple[str, float]:
         k = int(np.argmax(probs))
@@ -179,22 +213,66 @@ def predict_image(model: Any, kind: str, class_names: Sequence[str], path: Path,
     return Prediction(path, label, p)
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    import mlflow.keras
+def load_registered_model(version: Any) -> Any:
+    """The Keras model of a registered version, loaded like any stage loads one: safe mode (no
+    Lambda bytecode), never a TensorFlow SavedModel a tampered MLmodel file could point at."""
+    import tempfile
 
-    import cnnpipe.models.localizer  # noqa: F401  (registers the custom layers the saved models use)
-    import cnnpipe.models.transfer  # noqa: F401
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    from cnnpipe.errors import ModelError
+    from cnnpipe.tasks.common import load_model
+
+    uri = f"models:/{version.name}/{version.version}"
+    with tempfile.TemporaryDirectory(prefix="cnnpipe-predict-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
+        try:
+            flavor = Model.load(str(local / "MLmodel")).flavors.get("keras")
+        except Exception as err:  # noqa: BLE001 - any unreadable MLmodel file
+            raise ModelError(f"{uri}: no readable MLmodel file ({type(err).__name__}: {err})") from None
+        if not flavor or flavor.get("save_exported_model"):
+            raise ModelError(f"{uri}: not a .keras model (flavor {flavor!r}); predict loads only those, in safe mode")
+        path = local / flavor.get("data", "data")
+        path = (path / "model.keras") if path.is_dir() else path.with_name(path.name + ".keras")
+        try:
+            return load_model(path, producer="register")
+        except ModelError as err:
+            raise ModelError(f"{uri}: {err}") from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
     from cnnpipe import registry
 
     _, _, client = _registry(args)
     version = registry.resolve(client, args.ref)
     images = {Path(p): read_image(Path(p)) for p in args.images}  # bad files fail before the download
-    model = mlflow.keras.load_model(f"models:/{version.name}/{version.version}")
+    model = load_registered_model(version)
     kind = version.tags.get("cnnpipe.kind", "class")
     names = json.loads(version.tags.get("cnnpipe.class_names", "[]"))
+    predictor = _predictor(model, [model_input(image, model.input_shape[1:]) for image in images.values()],
+                           args.backend)
     for path, image in images.items():
-        print(predict_image(model, kind, names, path, image))
+        print(predict_image(predictor, kind, names, path, image))
     return 0
+
+
+def _predictor(model: Any, inputs: list[np.ndarray], backend: str) -> Any:
+    """The fastest backend allowed by ``--backend`` whose outputs match Keras on these inputs
+    plus a few seeded random ones (parity); Keras when none does."""
+    from cnnpipe import export
+
+    if backend == "keras":
+        return export.KerasPredictor(model)
+    noise = np.random.default_rng(0).random((8, *inputs[0].shape[1:]), dtype=np.float32)
+    probe = np.concatenate([*inputs, noise])
+    backends = export.BACKENDS if backend == "auto" else (backend,)
+    predictor, checks = export.choose_predictor(model, probe, backends, cache=export.cache_dir())
+    for check in checks:
+        outcome = "passed" if check.passed else "FAILED"
+        log.info("parity %s: %s (max |diff| %.2g on %d inputs)", check.backend, outcome, check.max_abs_diff, check.n)
+    log.info("predicting with %s", predictor.backend)
+    return predictor
 
 
 # --------------------------------------------------------------------------------------
@@ -280,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict image files with a registered model")
     p.add_argument("ref", help="NAME, NAME@ALIAS or NAME/VERSION (NAME alone: @champion)")
     p.add_argument("images", nargs="+", help="PNG/JPEG files (converted to grayscale, resized)")
+    p.add_argument("--backend", choices=("auto", "tflite", "keras"), default="auto",
+                   help="auto (default): the fastest that matches Keras (TFLite, else Keras)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("run", help="run the pipeline as a Prefect flow (stages through DVC)")
@@ -307,6 +387,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except CnnpipeError as err:
         print(f"cnnpipe {args.command}: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        from cnnpipe.io import WRITE_ERRNOS
+
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        print(f"cnnpipe {args.command}: {err}", file=sys.stderr)  # e.g. the mask file cannot be written
         return 1
 
 

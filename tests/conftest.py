@@ -31,3 +31,11 @@ def _throwaway_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         for var in ("CNNPIPE_PARENT_RUN_ID", "CNNPIPE_PREFECT_FLOW_RUN_ID"):
             mp.delenv(var, raising=False)
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _throwaway_export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``cnnpipe predict`` caches TFLite exports; in tests, in a temp dir, not ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNPIPE_CACHE_DIR", str(tmp_path_factory.mktemp("exports")))
+        yield
