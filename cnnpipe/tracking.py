@@ -542,4 +542,4 @@ def pipeline_report(
             continue  # a half-written or foreign file must not sink the report
         values = numeric_metrics(data) if isinstance(data, Mapping) else {}
         lines += [f"| {path.name} | {k} | {v:.4g} |" for k, v in values.items()]
-    return "\n".join(lines) + "\n"
+    return redact("\n".join(lines) + "\n")  # a stage's error output may quote a URL with credentials

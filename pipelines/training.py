@@ -34,7 +34,7 @@ class StageFailed(CnnpipeError):
 
 def report_stage_failure(task: Any, task_run: Any, state: Any) -> None:
     """on_failure hook: one line naming the stage (the task run's name) and its error."""
-    logging.getLogger("cnnpipe").error("pipeline stage %r failed: %s", task_run.name, state.message)
+    logging.getLogger("cnnpipe").error("pipeline stage %r failed: %s", task_run.name, tracking.redact(str(state.message)))
 
 
 # DVC caches the outputs: Prefect must not cache the task on top of it.
@@ -43,7 +43,8 @@ def run_stage(project_dir: str, stage: str, env: dict[str, str]) -> str:
     """``dvc repro --single-item <stage>``; returns "ran", "skipped" or "restored"."""
     outcome = repro_stage(project_dir, stage, env)
     if outcome.status == "failed":
-        raise StageFailed(f"stage {stage!r} failed (dvc repro exit {outcome.returncode}):\n{outcome.tail()}")
+        raise StageFailed(tracking.redact(
+            f"stage {stage!r} failed (dvc repro exit {outcome.returncode}):\n{outcome.tail()}"))
     get_run_logger().info("stage %s: %s by DVC", stage, outcome.status)
     return outcome.status
 

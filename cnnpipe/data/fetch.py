@@ -27,6 +27,7 @@ from cnnpipe.config import FetchParams
 from cnnpipe.data.idx import read_bytes_maybe_gz, read_idx_pair
 from cnnpipe.errors import DataError
 from cnnpipe.io import atomic_dir, sha256_bytes, write_json
+from cnnpipe.tracking import redact
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,8 @@ def fetch_dataset(
             files = _find_in_dir(Path(location), list(expected))
             return _ingest(kind, location, files, params.dataset, out_dir, expected, class_names)
         except _Skip as skip:
-            log.info("source %s skipped: %s", kind, skip)
-            skipped.append(f"{kind}: {skip}")
+            log.info("source %s skipped: %s", kind, redact(str(skip)))
+            skipped.append(redact(f"{kind}: {skip}"))
     raise DataError(
         f"no source could provide {params.dataset}: {'; '.join(skipped)}. To fix: install the Debian "
         f"package dataset-fashion-mnist (apt-get install dataset-fashion-mnist), set fetch.local_dir "
@@ -130,7 +131,7 @@ def _ingest(
     class_names: Sequence[str],
 ) -> dict[str, Any]:
     """Verify ``files`` and write them (decompressed) plus source.json to ``out_dir``, atomically."""
-    log.info("using source %s: %s", kind, location)
+    log.info("using source %s: %s", kind, redact(str(location)))
     try:
         with atomic_dir(out_dir) as tmp:
             records: dict[str, dict[str, Any]] = {}
@@ -152,7 +153,7 @@ def _ingest(
                 "dataset": dataset,
                 "source": kind,
                 # As configured (not resolved): the same params give the same bytes on any machine.
-                "location": str(location),
+                "location": redact(str(location)),  # never a user:password@
                 "files": records,
                 "class_names": list(class_names),
                 "counts": counts,
@@ -160,7 +161,7 @@ def _ingest(
             }
             write_json(tmp / "source.json", record)
     except DataError as err:
-        raise DataError(f"source {kind} ({location}): {err}") from None
+        raise DataError(redact(f"source {kind} ({location}): {err}")) from None
     return record
 
 
@@ -214,7 +215,7 @@ def _download(url: str, dest: Path, timeout_s: float, retries: int, backoff_s: f
         if attempt + 1 < attempts:
             delay = backoff_s * 2**attempt
             log.info(
-                "download of %s failed (%s); retry %d of %d in %.1f s", url, error, attempt + 1, retries, delay
+                "download of %s failed (%s); retry %d of %d in %.1f s", redact(url), error, attempt + 1, retries, delay
             )
             time.sleep(delay)
     raise _Skip(f"could not download {url} after {attempts} attempt(s): {error}")
