@@ -171,6 +171,9 @@ def _check_splits(files: Mapping[str, Path], n_classes: int) -> tuple[dict[str, 
     shapes: dict[str, tuple[int, ...]] = {}
     for split, (images_name, labels_name) in FASHION_MNIST_SPLITS.items():
         images, labels = read_idx_pair(files[images_name], files[labels_name])
+        if len(labels) == 0:
+            raise DataError(f"{files[images_name]}: the {split} split is empty (0 images); a dataset needs "
+                            "images in both train and test")
         if not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"{files[labels_name]}: labels must be integers, got {labels.dtype}")
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
