@@ -206,6 +206,23 @@ class FitParams:
         return self.steps_per_epoch or max(1, n_examples // self.batch_size)
 
 
+# default: one device; mirrored: every local GPU (synchronous); multi_worker: several hosts
+# named in the TF_CONFIG environment variable (tf.distribute.MultiWorkerMirroredStrategy).
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """How every training stage runs, not what it computes: no stage lists it in dvc.yaml
+    (like ``tracking``), so switching strategy re-runs nothing. ``fit.batch_size`` stays the
+    global batch, split over the replicas."""
+
+    strategy: str = "default"
+
+    def __post_init__(self) -> None:
+        _choice("train.strategy", self.strategy, STRATEGIES)
+
+
 @dataclass(frozen=True)
 class ClassifierParams:
     filters: tuple[int, ...] = (32, 64, 128)  # one conv block per entry, each halving the side
@@ -349,6 +366,7 @@ class Params:
     validate: ValidateParams = field(default_factory=ValidateParams)
     prepare: PrepareParams = field(default_factory=PrepareParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
+    train: TrainParams = field(default_factory=TrainParams)
     train_classifier: ClassifierParams = field(default_factory=ClassifierParams)
     transfer: TransferParams = field(default_factory=TransferParams)
     train_localizer: LocalizerParams = field(default_factory=LocalizerParams)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnpipe.config import Params, load_params
+from cnnpipe.distribute import DISTRIBUTED_STAGES, get_strategy, is_chief
 from cnnpipe.errors import CnnpipeError
 from cnnpipe.io import WRITE_ERRNOS, write_json
 
@@ -27,7 +28,10 @@ def run_stage(name: str, body: Callable[[Params], None], argv: list[str] | None 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
     try:
-        body(load_params(args.params))
+        params = load_params(args.params)
+        if name in DISTRIBUTED_STAGES and params.train.strategy != "default":
+            get_strategy(params.train.strategy)  # before any TF op: multi-worker needs that
+        body(params)
     except CnnpipeError as err:
         print(f"stage {name} failed: {err}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -41,7 +45,12 @@ def run_stage(name: str, body: Callable[[Params], None], argv: list[str] | None 
 
 def publish_summary(run: StageRun, path: Path, summary: Mapping[str, Any], *curves: Path) -> None:
     """Write a training stage's ``summary`` to ``path`` (a DVC metrics file) and log its numbers,
-    the file and the training ``curves`` (history CSVs) to the stage's MLflow run."""
+    the file and the training ``curves`` (history CSVs) to the stage's MLflow run.
+
+    Under ``train.strategy: multi_worker`` only the chief writes (the others' copy is the same)."""
+    if not is_chief():
+        log.info("%s: not the chief worker; the chief writes %s", run.stage, path)
+        return
     write_json(path, summary)
     log.info("%s: %s", run.stage, summary)
     run.log_metrics_file(path)

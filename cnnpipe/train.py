@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from cnnpipe.config import FitParams
+from cnnpipe.distribute import is_chief
 from cnnpipe.errors import OutputError
 from cnnpipe.io import atomic_file, output_error, read_json, write_json
 
@@ -216,6 +218,40 @@ def _load_checkpoint(directory: Path, state: dict[str, Any], model: keras.Model,
     return int(state["epoch"])
 
 
+def _build_for_distribution(model: keras.Model, train: tf.data.Dataset) -> None:
+    """Build the compiled loss, metrics and optimizer from the dataset's element spec, in the
+    strategy's scope, then let ``fit`` take the strategy from that scope.
+
+    Keras 3.x otherwise reduces the first distributed batch to build them, which fails under
+    MultiWorkerMirroredStrategy ("Attempt to convert a value (PerReplica...)",
+    keras-team/keras#20585). Building from symbolic inputs is what Keras itself does; with
+    the model's own strategy reference cleared, ``fit`` (called inside ``strategy.scope()``)
+    skips that step and still trains on the strategy of the enclosing scope.
+    """
+    spec = tf.nest.map_structure(lambda s: keras.KerasTensor(s.shape, s.dtype.name), train.element_spec)
+    model._symbolic_build(data_batch=spec)
+    model._distribute_strategy = None
+
+
+@contextlib.contextmanager
+def _worker_paths(checkpoint_dir: Path, history_csv: Path) -> Iterator[tuple[Path, Path]]:
+    """The checkpoint dir and curves path this process writes: the real ones on the chief (or
+    without a cluster); on other workers, copies in a temp dir removed afterwards.
+
+    TensorFlow's multi-worker rule: every worker runs the same callbacks (saving may need
+    them all), but only the chief's files are kept. A worker resumes from the chief's
+    checkpoint, so all of them start at the same epoch.
+    """
+    if is_chief():
+        yield checkpoint_dir, history_csv
+        return
+    with tempfile.TemporaryDirectory(prefix="cnnpipe-worker-") as tmp:
+        local = Path(tmp) / "checkpoint"
+        if checkpoint_dir.is_dir():
+            shutil.copytree(checkpoint_dir, local)
+        yield local, Path(tmp) / history_csv.name
+
+
 def fingerprint(*parts: Any) -> str:
     """A short hash of everything that must match for a checkpoint to be resumed."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -242,79 +278,85 @@ def fit_model(
     """Compile and fit ``model``; resume from ``checkpoint_dir`` when its fingerprint matches.
 
     ``run_fingerprint`` must change whenever the data, params or architecture change, so a
-    stale checkpoint is never resumed. The checkpoint directory is removed on success.
+    stale checkpoint is never resumed. The checkpoint directory is removed on success. Under a
+    multi-worker strategy only the chief writes ``checkpoint_dir`` and ``history_csv``.
     """
-    model.compile(
-        optimizer=make_optimizer(fit, steps_per_epoch, learning_rate),
-        loss=loss,
-        loss_weights=loss_weights,
-        metrics=metrics,
-    )
-    early = _ResumableEarlyStopping(monitor=monitor, patience=fit.patience, restore_best_weights=True)
+    # Under a strategy (train.strategy) the model was built in its scope; compiling, restoring
+    # and fitting there too make Keras train it distributed. The default strategy is a no-op.
+    with model.distribute_strategy.scope(), _worker_paths(checkpoint_dir, history_csv) as (checkpoint_dir, history_csv):
+        model.compile(
+            optimizer=make_optimizer(fit, steps_per_epoch, learning_rate),
+            loss=loss,
+            loss_weights=loss_weights,
+            metrics=metrics,
+        )
+        if tf.distribute.has_strategy():
+            _build_for_distribution(model, train)
+        early = _ResumableEarlyStopping(monitor=monitor, patience=fit.patience, restore_best_weights=True)
 
-    initial_epoch = 0
-    state_path = checkpoint_dir / STATE
-    if state_path.exists():
-        state = read_json(state_path)
-        if state.get("fingerprint") == run_fingerprint:
-            try:
-                initial_epoch = _load_checkpoint(checkpoint_dir, state, model, early)
-                log.info("resuming from checkpoint at epoch %d (%s)", initial_epoch, checkpoint_dir)
-            except Exception as err:  # noqa: BLE001 - any unreadable checkpoint: start over, say why
-                log.warning("ignoring an unreadable checkpoint in %s (%s: %s); training from epoch 0",
-                            checkpoint_dir, type(err).__name__, err)
-                early.resume_state = None
+        initial_epoch = 0
+        state_path = checkpoint_dir / STATE
+        if state_path.exists():
+            state = read_json(state_path)
+            if state.get("fingerprint") == run_fingerprint:
+                try:
+                    initial_epoch = _load_checkpoint(checkpoint_dir, state, model, early)
+                    log.info("resuming from checkpoint at epoch %d (%s)", initial_epoch, checkpoint_dir)
+                except Exception as err:  # noqa: BLE001 - any unreadable checkpoint: start over, say why
+                    log.warning("ignoring an unreadable checkpoint in %s (%s: %s); training from epoch 0",
+                                checkpoint_dir, type(err).__name__, err)
+                    early.resume_state = None
+                    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+            else:
+                log.info("ignoring a stale checkpoint in %s (different params or data)", checkpoint_dir)
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        else:
-            log.info("ignoring a stale checkpoint in %s (different params or data)", checkpoint_dir)
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
-    # The curves grow beside the checkpoint and reach ``history_csv`` (a declared output) only
-    # whole, when training ends.
-    curves = checkpoint_dir / HISTORY
-    try:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise output_error(checkpoint_dir, err) from err
-    if initial_epoch == 0:
-        curves.unlink(missing_ok=True)
-    else:
-        _trim_history(curves, initial_epoch)
-    timer = _EpochTimer()
-    all_callbacks = [
-        timer,
-        keras.callbacks.CSVLogger(str(curves), append=initial_epoch > 0),
-        early,
-        _EpochCheckpoint(checkpoint_dir, run_fingerprint, early),
-        *callbacks,
-    ]
-    stopped = early.resume_state is not None and early.resume_state["wait"] >= fit.patience
-    if initial_epoch >= fit.epochs or stopped:
-        history = {}
-        if early.resume_state and "best_weights" in early.resume_state:
-            early.best_weights = early.resume_state["best_weights"]
-    else:
-        history = model.fit(
-            train,
-            validation_data=val,
-            epochs=fit.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=all_callbacks,
-            shuffle=False,  # tf.data shuffles (seeded); Keras would only warn
-            verbose=2,
-        ).history
-    if early.best_weights is not None:
-        model.set_weights(early.best_weights)
-    if curves.exists():
-        with atomic_file(history_csv, "wb") as f:
-            f.write(curves.read_bytes())
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return FitResult(
-        model=model,
-        history=history,
-        epochs_run=initial_epoch + len(next(iter(history.values()), [])),
-        resumed_from=initial_epoch,
-        best_epoch=int(early.best_epoch) + 1,
-        seconds_per_epoch=sum(timer.seconds) / len(timer.seconds) if timer.seconds else 0.0,
-    )
+        # The curves grow beside the checkpoint and reach ``history_csv`` (a declared output) only
+        # whole, when training ends.
+        curves = checkpoint_dir / HISTORY
+        try:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise output_error(checkpoint_dir, err) from err
+        if initial_epoch == 0:
+            curves.unlink(missing_ok=True)
+        else:
+            _trim_history(curves, initial_epoch)
+        timer = _EpochTimer()
+        all_callbacks = [
+            timer,
+            keras.callbacks.CSVLogger(str(curves), append=initial_epoch > 0),
+            early,
+            _EpochCheckpoint(checkpoint_dir, run_fingerprint, early),
+            *callbacks,
+        ]
+        stopped = early.resume_state is not None and early.resume_state["wait"] >= fit.patience
+        if initial_epoch >= fit.epochs or stopped:
+            history = {}
+            if early.resume_state and "best_weights" in early.resume_state:
+                early.best_weights = early.resume_state["best_weights"]
+        else:
+            history = model.fit(
+                train,
+                validation_data=val,
+                epochs=fit.epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch,
+                callbacks=all_callbacks,
+                shuffle=False,  # tf.data shuffles (seeded); Keras would only warn
+                verbose=2,
+            ).history
+        if early.best_weights is not None:
+            model.set_weights(early.best_weights)
+        if curves.exists():
+            with atomic_file(history_csv, "wb") as f:
+                f.write(curves.read_bytes())
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        return FitResult(
+            model=model,
+            history=history,
+            epochs_run=initial_epoch + len(next(iter(history.values()), [])),
+            resumed_from=initial_epoch,
+            best_epoch=int(early.best_epoch) + 1,
+            seconds_per_epoch=sum(timer.seconds) / len(timer.seconds) if timer.seconds else 0.0,
+        )

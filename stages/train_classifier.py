@@ -25,7 +25,7 @@ def main(params: Params) -> None:
                         source=data, targets=train.labels)
         result = train_classifier(
             train, val, len(class_names(data)), params.train_classifier, params.augment, params.seed, out,
-            callbacks=(run.epoch_logger(),),
+            callbacks=(run.epoch_logger(),), strategy=params.train.strategy,
         )
         save_model(result.model, out.model)
         summary = result.summary()

@@ -33,6 +33,7 @@ def main(params: Params) -> None:
         result = train_localizer(
             train, open_scenes(scenes, "val"), len(class_names(scenes)), lp, params.augment, params.seed,
             out, pretrained, params.train_classifier, callbacks=(run.epoch_logger(),),
+            strategy=params.train.strategy,
         )
         save_model(result.model, out.model)
         summary = {**result.summary(), "backbone": lp.backbone}

@@ -28,7 +28,7 @@ def main(params: Params) -> None:
                         run.tags["dvc.scenes"], source=scenes, targets=labels)
         result = train_unet(
             train, open_scenes(scenes, "val"), len(class_names(scenes)), up, params.augment, params.seed, out,
-            callbacks=(run.epoch_logger(),),
+            callbacks=(run.epoch_logger(),), strategy=params.train.strategy,
         )
         save_model(result.model, out.model)
         summary = {**result.summary(), "multiclass": up.multiclass}

@@ -9,6 +9,7 @@ from cnnpipe.config import AugmentParams, ClassifierParams
 from cnnpipe.data.arrays import Split
 from cnnpipe.data.augment import augment_images
 from cnnpipe.data.pipeline import make_dataset
+from cnnpipe.distribute import get_strategy
 from cnnpipe.models.classifier import build_classifier
 from cnnpipe.tasks.common import TrainOutputs
 from cnnpipe.train import FitResult, fingerprint, fit_model, precision_policy
@@ -23,16 +24,21 @@ def train_classifier(
     seed: int,
     out: TrainOutputs,
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
+    strategy: str = "default",
 ) -> FitResult:
-    """Fit the classifier on one-hot, label-smoothed targets; returns the best-epoch model."""
+    """Fit the classifier on one-hot, label-smoothed targets; returns the best-epoch model.
+
+    ``strategy``: ``train.strategy``; the model is built in its scope and trained distributed.
+    """
     fit = params.fit
+    dist = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF op
     one_hot = lambda y: np.eye(n_classes, dtype=np.float32)[y]  # noqa: E731
     aug = (lambda x, y, s: (augment_images(x, augment, s), y)) if fit.augment else None
     train_ds = make_dataset(
         train.images, one_hot(train.labels), batch_size=fit.batch_size, training=True, seed=seed, augment=aug
     )
     val_ds = make_dataset(val.images, one_hot(val.labels), batch_size=512, training=False, seed=seed)
-    with precision_policy(fit.precision):
+    with precision_policy(fit.precision), dist.scope():
         model = build_classifier(
             tuple(train.images.shape[1:]), n_classes, params.filters, params.convs_per_block, params.dropout,
             params.dense,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import keras
 
+from cnnpipe.distribute import is_chief
 from cnnpipe.errors import ModelError
 from cnnpipe.io import output_error
 
@@ -33,7 +34,13 @@ class TrainOutputs:
 
 
 def save_model(model: keras.Model, path: Path) -> None:
-    """Save a ``.keras`` file atomically (temp file beside it, then rename)."""
+    """Save a ``.keras`` file atomically (temp file beside it, then rename).
+
+    Under ``train.strategy: multi_worker`` only the chief writes: every worker holds the same
+    trainable weights, and two writers of one shared path would race.
+    """
+    if not is_chief():
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)

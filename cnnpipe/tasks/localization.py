@@ -10,6 +10,7 @@ from cnnpipe.data.arrays import Split
 from cnnpipe.data.augment import augment_with_boxes
 from cnnpipe.data.pipeline import split_dataset
 from cnnpipe.data.shards import ShardedSplit, content_id, examples, image_shape
+from cnnpipe.distribute import get_strategy
 from cnnpipe.losses import BoxIoU, BoxLoss
 from cnnpipe.models.backbone import build_backbone
 from cnnpipe.models.localizer import build_localizer
@@ -32,12 +33,15 @@ def train_localizer(
     pretrained: keras.Model | None,
     classifier_params: ClassifierParams,
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
+    strategy: str = "default",
 ) -> FitResult:
     """``pretrained``: the trained classifier (its ``backbone`` is reused), or None for scratch.
 
     Sharded splits (``prepare.shard_size`` > 0) are streamed from disk, not held in memory.
+    ``strategy``: ``train.strategy``; the model is built in its scope and trained distributed.
     """
     fit = params.fit
+    dist = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF op
 
     def aug(x, y, s):
         x, box = augment_with_boxes(x, y["box"], augment, s)
@@ -48,9 +52,12 @@ def train_localizer(
         augment=aug if fit.augment else None,
     )
     val_ds = split_dataset(val, _targets, batch_size=256, training=False, seed=seed)
-    with precision_policy(fit.precision):
+    with precision_policy(fit.precision), dist.scope():
         if pretrained is not None:
             backbone = pretrained.get_layer("backbone")
+            if strategy != "default":  # its variables must live in the strategy's scope
+                source, backbone = backbone, keras.models.clone_model(backbone)
+                backbone.set_weights(source.get_weights())
         else:
             backbone = build_backbone(classifier_params.filters, classifier_params.convs_per_block)
         model = build_localizer(backbone, image_shape(train), n_classes, params.dropout)

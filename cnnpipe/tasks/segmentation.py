@@ -10,6 +10,7 @@ from cnnpipe.data.arrays import Split
 from cnnpipe.data.augment import augment_with_masks
 from cnnpipe.data.pipeline import split_dataset
 from cnnpipe.data.shards import ShardedSplit, content_id, examples, image_shape
+from cnnpipe.distribute import get_strategy
 from cnnpipe.losses import DiceCrossentropy, DiceScore
 from cnnpipe.models.unet import build_unet
 from cnnpipe.tasks.common import TrainOutputs
@@ -35,8 +36,11 @@ def train_unet(
     seed: int,
     out: TrainOutputs,
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
+    strategy: str = "default",
 ) -> FitResult:
+    """``strategy``: ``train.strategy``; the model is built in its scope and trained distributed."""
     fit = params.fit
+    dist = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF op
     n_out = n_classes + 1 if params.multiclass else 1
 
     def aug(x, y, s):
@@ -50,7 +54,7 @@ def train_unet(
         train, targets, batch_size=fit.batch_size, training=True, seed=seed, augment=aug if fit.augment else None
     )
     val_ds = split_dataset(val, targets, batch_size=256, training=False, seed=seed)
-    with precision_policy(fit.precision):
+    with precision_policy(fit.precision), dist.scope():
         model = build_unet(image_shape(train), params.filters, n_out)
     return fit_model(
         model,
