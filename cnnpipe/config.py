@@ -310,6 +310,78 @@ class EvaluateParams:
                 raise ParamsError(f"evaluate.{name}: must be >= 0, got {getattr(self, name)!r}")
 
 
+# Each task's own-data formats (the first is the default: Fashion-MNIST and the scenes built
+# from it). `folders`, `idx`, `csv` and `oxford_pet` read the user's files; see the README.
+TASK_FORMATS: dict[str, tuple[str, ...]] = {
+    "classification": ("fashion_mnist", "idx", "folders"),
+    "localization": ("scenes", "oxford_pet", "csv"),
+    "segmentation": ("scenes", "folders", "oxford_pet"),
+}
+OXFORD_CLASSES = ("species", "breed")
+DEFAULT_IMAGE_SIZE = 64  # side images of files are resized to when image_size is null
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """Where one task's data comes from. Only ``format`` is needed for the defaults."""
+
+    format: str = ""  # required: one of TASK_FORMATS[task]
+    path: str | None = None  # a directory (idx, folders, oxford_pet) or a CSV file; absolute for `dvc exp`
+    url: str | None = None  # oxford_pet only: a .tar(.gz) holding the layout, or the base of the official two
+    image_size: int | None = None  # square side the images are resized to; null: IDX header size, else 64
+    channels: int = 1  # 1 = grayscale, 3 = RGB: every image is converted (the backbones are shared)
+    classes: str = "species"  # oxford_pet: species (cat/dog) or breed (37)
+    image_root: str | None = None  # csv: where its `file` column is relative to (null: the CSV's folder)
+    test_fraction: float = 0.2  # held out (seeded, stratified) when the data names no test split
+    class_names: tuple[str, ...] | None = None  # idx / segmentation index masks: names of labels 0.. (else "0", "1", ..)
+
+    def check(self, task: str) -> None:
+        where = f"datasets.{task}"
+        _choice(f"{where}.format", self.format, TASK_FORMATS[task])
+        default = self.format == TASK_FORMATS[task][0]
+        if default and (self.path or self.url):
+            raise ParamsError(f"{where}: format {self.format!r} is built in; path/url apply to the other formats")
+        if self.format == "oxford_pet":
+            if bool(self.path) == bool(self.url):
+                raise ParamsError(f"{where}: oxford_pet needs exactly one of path (a directory) or url")
+            _choice(f"{where}.classes", self.classes, OXFORD_CLASSES)
+        elif not default:
+            if self.url:
+                raise ParamsError(f"{where}.url: only oxford_pet downloads; give path for format {self.format!r}")
+            if not self.path:
+                raise ParamsError(f"{where}.path: format {self.format!r} needs a path")
+        if self.image_root and self.format != "csv":
+            raise ParamsError(f"{where}.image_root: only for format csv")
+        if self.image_size is not None and not 8 <= self.image_size <= 1024:
+            raise ParamsError(f"{where}.image_size: must be in [8, 1024] pixels, got {self.image_size!r}")
+        _choice(f"{where}.channels", str(self.channels), ("1", "3"))
+        _fraction(f"{where}.test_fraction", self.test_fraction)
+        if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
+            raise ParamsError(f"{where}.class_names: names must be distinct, got {self.class_names!r}")
+
+    def side(self, native: int | None = None) -> int:
+        """The side images are resized to: ``image_size``, else ``native`` (IDX), else 64."""
+        return self.image_size or native or DEFAULT_IMAGE_SIZE
+
+
+@dataclass(frozen=True)
+class DatasetsParams:
+    """Each task's data: ``dvc exp run -S datasets.segmentation.format=folders -S ...path=DIR``."""
+
+    classification: DatasetParams = field(default_factory=lambda: DatasetParams("fashion_mnist"))
+    localization: DatasetParams = field(default_factory=lambda: DatasetParams("scenes"))
+    segmentation: DatasetParams = field(default_factory=lambda: DatasetParams("scenes"))
+
+    def __post_init__(self) -> None:
+        for task in TASK_FORMATS:
+            getattr(self, task).check(task)
+        loc, seg = self.localization, self.segmentation
+        # Both read from one prepared directory then (data/prepared/oxford_pet): one source.
+        if loc.format == seg.format == "oxford_pet" and dataclasses.astuple(loc) != dataclasses.astuple(seg):
+            raise ParamsError("datasets: localization and segmentation both use oxford_pet, so they must "
+                              "name the same source and options (they share data/prepared/oxford_pet)")
+
+
 @dataclass(frozen=True)
 class TrackingParams:
     """Where MLflow records runs and holds the registry; the default needs no server."""
@@ -371,6 +443,7 @@ class Params:
     transfer: TransferParams = field(default_factory=TransferParams)
     train_localizer: LocalizerParams = field(default_factory=LocalizerParams)
     train_unet: UnetParams = field(default_factory=UnetParams)
+    datasets: DatasetsParams = field(default_factory=DatasetsParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
     register: RegisterParams = field(default_factory=RegisterParams)

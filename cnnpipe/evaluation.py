@@ -156,13 +156,20 @@ def evaluate_unet(
     labels: np.ndarray,
     multiclass: bool,
     class_names: Sequence[str],
+    index_masks: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Dice, IoU and pixel accuracy (foreground vs background, mean over images) and per-class
     Dice/IoU pooled over the test set ("background" included); also returns predicted label maps.
+
+    ``index_masks``: ``masks`` already hold class ids (0 background, k + 1 = class_names[k]), as
+    own segmentation data with several classes does; else they are {0, 1} item masks.
     """
     pred = predict_unet_labels(model, images, multiclass)
     true_fg = masks != 0
-    if multiclass:
+    if index_masks:
+        true = masks.astype(np.int64)
+        names = ["background", *class_names]
+    elif multiclass:
         # The multiclass ground truth: background 0, class k -> k + 1 inside the item's mask.
         true = true_fg.astype(np.int64) * (labels.astype(np.int64)[:, None, None] + 1)
         names = ["background", *class_names]

@@ -1,8 +1,11 @@
-"""DVC stage ``prepare``: the classification set and the scenes set, from the raw IDX files.
+"""DVC stage ``prepare``: the scenes set from the raw IDX items, and the localization and
+segmentation data sets named in ``datasets`` (the classification set has its own stage,
+``prepare_classification``).
 
-Writes ``<paths.prepared>/classification`` and ``<paths.prepared>/scenes`` (each
-atomically) and the scenes' Great Expectations report in
-``<paths.reports>/scenes_validation``. The data is written only if the scenes pass.
+Writes ``<paths.prepared>/scenes`` atomically and the scenes' Great Expectations report in
+``<paths.reports>/scenes_validation``; the data is written only if the scenes pass. An own
+localization or segmentation dataset goes to ``<paths.prepared>/<format>`` with its report in
+``<paths.reports>/<format>_validation`` (cnnpipe/data/datasets.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from cnnpipe.config import Params, to_dict
 from cnnpipe.data.fetch import FASHION_MNIST_SPLITS
 from cnnpipe.data.idx import read_idx_pair
 from cnnpipe.data.manifest import scenes_manifest
-from cnnpipe.data.prepare import SPLITS, classification_arrays, split_items
+from cnnpipe.data.datasets import is_own, prepare_own, prepared_dir
+from cnnpipe.data.prepare import SPLITS, split_items
 from cnnpipe.data.scenes import build_scene_splits
 from cnnpipe.data.shards import sharded_scenes_manifest, write_scene_shards
 from cnnpipe.data.validation import raise_if_failed, validate_scenes, write_report
@@ -47,7 +51,7 @@ def body(params: Params) -> None:
     raw = Path(params.paths.raw) / params.fetch.dataset
     prepared = Path(params.paths.prepared)
     scene_params = params.prepare.scenes
-    with stage_run("prepare", params, param_sections=["seed", "prepare"], inputs={"raw": raw}) as run, \
+    with stage_run("prepare", params, param_sections=["seed", "prepare", "datasets"], inputs={"raw": raw}) as run, \
             contextlib.ExitStack() as stack:
         if not (raw / "source.json").exists():
             raise DataError(f"{raw / 'source.json'}: missing; it is written by the 'fetch' stage")
@@ -56,9 +60,8 @@ def body(params: Params) -> None:
         x_test, y_test = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["test"]))
         run.log_dataset(x_train, f"{params.fetch.dataset}-train", run.tags["dvc.raw"], source=raw, targets=y_train)
 
+        # The same train/val/test items as the classification set (stage prepare_classification).
         items = split_items(x_train, y_train, x_test, y_test, params.prepare.val_fraction, params.seed)
-        classification = classification_arrays(items)
-        log.info("classification: %s items per split", items.counts())
 
         t = time.perf_counter()
         shard_size = params.prepare.shard_size
@@ -92,17 +95,6 @@ def body(params: Params) -> None:
         run.log_artifacts(report_dir, "scenes_validation")
         raise_if_failed(report, "scenes")
 
-        _save(
-            prepared / "classification",
-            classification,
-            {
-                "class_names": class_names,
-                "image_shape": list(classification["x_train"].shape[1:]),
-                "counts": items.counts(),
-                "seed": params.seed,
-                "val_fraction": params.prepare.val_fraction,
-            },
-        )
         scenes_meta = {
             "class_names": class_names,
             "canvas": scene_params.canvas,
@@ -121,6 +113,13 @@ def body(params: Params) -> None:
                 {f"{split}_{name}": array for split in SPLITS for name, array in scenes[split].items()},
                 scenes_meta,
             )
+
+        # Own localization / segmentation data (datasets.<task>), into <prepared>/<format>.
+        done: set[Path] = set()
+        for task in ("localization", "segmentation"):
+            if is_own(params, task) and prepared_dir(params, task) not in done:
+                prepare_own(params, task)
+                done.add(prepared_dir(params, task))
     log.info("wrote %s in %.1f s total", prepared, time.perf_counter() - start)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from cnnpipe.config import Params
 from cnnpipe.data.arrays import class_names
+from cnnpipe.data.datasets import prepared_dir
 from cnnpipe.errors import DataError
 from cnnpipe.evaluation import PRODUCERS, as_model_input
 from cnnpipe.io import load_array, read_json, write_json
@@ -41,7 +42,7 @@ def register_task(params: Params, gate: Gate, lock: Path) -> dict[str, Any]:
     if not metrics_path.is_file():
         raise DataError(f"{metrics_path}: test metrics of {model_path} not found; run `dvc repro evaluate`")
     metrics = read_json(metrics_path)
-    data_dir = Path(paths.prepared) / task.data
+    data_dir = prepared_dir(params, task.key)  # own localization/segmentation data: <prepared>/<format>
     inputs = {"model": model_path, "test_data": data_dir, "raw_data": Path(paths.raw) / params.fetch.dataset}
 
     with stage_run(f"register/{task.key}", params, param_sections=task.sections, inputs=inputs) as run:

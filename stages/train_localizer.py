@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnpipe.config import Params
+from cnnpipe.errors import DataError
 from cnnpipe.data.arrays import class_names
+from cnnpipe.data.datasets import prepared_dir
 from cnnpipe.data.shards import ShardedSplit, open_scenes
 from cnnpipe.seeding import set_global_seed
 from cnnpipe.stage import publish_summary, run_stage
@@ -16,7 +18,7 @@ from cnnpipe.tracking import stage_run
 
 def main(params: Params) -> None:
     paths, lp = params.paths, params.train_localizer
-    scenes = Path(paths.prepared) / "scenes"
+    scenes = prepared_dir(params, "localization")  # the scenes, or <prepared>/<format> of own data
     classifier = Path(paths.models) / "classifier.keras"
     out = TrainOutputs.named(paths.models, paths.plots, "localizer")
     with stage_run("train_localizer", params, param_sections=["seed", "augment", "train_classifier", "train_localizer"],
@@ -26,6 +28,8 @@ def main(params: Params) -> None:
         if lp.backbone == "classifier":
             pretrained = load_model(classifier, producer="train_classifier")
         train = open_scenes(scenes, "train")  # streamed from disk when sharded
+        if getattr(train, "boxes", True) is None:
+            raise DataError(f"{scenes}: has no boxes; datasets.localization must name a format with boxes")
         labels = train.labels() if isinstance(train, ShardedSplit) else train.labels
         # Sharded: the labels stand for the set (MLflow would profile every image in memory).
         run.log_dataset(labels if isinstance(train, ShardedSplit) else train.images, "scenes-train",

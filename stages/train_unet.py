@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from cnnpipe.config import Params
 from cnnpipe.data.arrays import class_names
+from cnnpipe.data.datasets import index_masks, prepared_dir
 from cnnpipe.data.shards import ShardedSplit, open_scenes
 from cnnpipe.seeding import set_global_seed
 from cnnpipe.stage import publish_summary, run_stage
@@ -16,8 +18,10 @@ from cnnpipe.tracking import stage_run
 
 def main(params: Params) -> None:
     paths, up = params.paths, params.train_unet
-    scenes = Path(paths.prepared) / "scenes"
+    scenes = prepared_dir(params, "segmentation")  # the scenes, or <prepared>/<format> of own data
     out = TrainOutputs.named(paths.models, paths.plots, "unet")
+    if index_masks(scenes):  # own masks of class ids: one softmax channel per class
+        up = dataclasses.replace(up, multiclass=True)
     with stage_run("train_unet", params, param_sections=["seed", "augment", "train_unet"],
                    inputs={"scenes": scenes}) as run:
         set_global_seed(params.seed)

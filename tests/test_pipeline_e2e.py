@@ -13,6 +13,7 @@ STAGE_INPUTS = {
     "fetch": {},
     "validate": {"raw": "data/raw/idx"},
     "prepare": {"raw": "data/raw/idx"},
+    "prepare_classification": {"raw": "data/raw/idx"},
     "train_classifier": {"classification": "data/prepared/classification"},
     "transfer": {"scenes": "data/prepared/scenes", "classifier": "models/classifier.keras"},
     "train_localizer": {"scenes": "data/prepared/scenes", "classifier": "models/classifier.keras"},
@@ -159,14 +160,16 @@ def test_second_repro_has_nothing_to_do(project):
 def test_prepare_is_deterministic(project):
     lock_before = (project / "dvc.lock").read_text()
     run(["dvc", "repro", "--force", "--single-item", "prepare"], project)
+    run(["dvc", "repro", "--force", "--single-item", "prepare_classification"], project)
     status = run(["dvc", "status"], project).stdout
     # Same seed, same bytes: re-running prepare changes no output hash, so nothing downstream is stale.
     assert "up to date" in status, status
     import yaml
 
-    before = yaml.safe_load(lock_before)["stages"]["prepare"]["outs"]
-    after = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["prepare"]["outs"]
     by_path = lambda outs: {o["path"]: o["md5"] for o in outs}  # noqa: E731
-    b, a = by_path(before), by_path(after)
+    outs = lambda lock: {p: h for stage in ("prepare", "prepare_classification")  # noqa: E731
+                         for p, h in by_path(yaml.safe_load(lock)["stages"][stage]["outs"]).items()}
+    before, after = outs(lock_before), outs((project / "dvc.lock").read_text())
+    b, a = before, after
     assert b["data/prepared/classification"] == a["data/prepared/classification"]
     assert b["data/prepared/scenes"] == a["data/prepared/scenes"]

@@ -102,10 +102,10 @@ def _tiny_project(tmp_path: Path) -> Path:
     return path
 
 
-def _run_stage(params_path: Path) -> subprocess.CompletedProcess[str]:
+def _run_stage(params_path: Path, stage: str = "prepare") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "stages.prepare", "--params", str(params_path)],
+        [sys.executable, "-m", f"stages.{stage}", "--params", str(params_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
 
@@ -116,11 +116,13 @@ def _hashes(root: Path) -> dict[str, str]:
 
 def test_stage_writes_the_contract_and_is_byte_deterministic(tmp_path: Path) -> None:
     params_path = _tiny_project(tmp_path)
-    first = _run_stage(params_path)
-    assert first.returncode == 0, first.stderr
+    for stage in ("prepare", "prepare_classification"):
+        first = _run_stage(params_path, stage)
+        assert first.returncode == 0, first.stderr
     prepared = tmp_path / "prepared"
     hashes = _hashes(prepared)
     assert _run_stage(params_path).returncode == 0
+    assert _run_stage(params_path, "prepare_classification").returncode == 0
     assert _hashes(prepared) == hashes and len(hashes) == 18
 
     cls = prepared / "classification"

@@ -137,7 +137,7 @@ def test_prepare_stage_writes_shards_streams_and_validates(tmp_path: Path) -> No
     assert meta["shards"] == {"train": [5, 5, 5, 1], "val": [5, 1], "test": [5]}
     assert meta["counts"] == {"train": 16, "val": 6, "test": 5} and meta["shard_size"] == 5
     assert not (scenes / "train_images.npy").exists()
-    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["classification", "scenes"]  # no staging
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["scenes"]  # no staging
     train = open_scenes(scenes, "train")
     assert isinstance(train, ShardedSplit) and len(train) == 16
     whole = load_scenes(scenes, "train")

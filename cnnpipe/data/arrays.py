@@ -53,6 +53,17 @@ def load_scenes(directory: Path, split: str) -> Split:
     return Split(
         images=load_array(_need(directory / f"{split}_images.npy")),
         labels=load_array(_need(directory / f"{split}_labels.npy")),
-        boxes=load_array(_need(directory / f"{split}_boxes.npy")),
-        masks=load_array(_need(directory / f"{split}_masks.npy")),
+        boxes=_optional(directory, split, "boxes"),
+        masks=_optional(directory, split, "masks"),
     )
+
+
+def _optional(directory: Path, split: str, name: str) -> np.ndarray | None:
+    """Own data has boxes or masks only where its format does (CSV: no masks; segmentation
+    folders: no boxes); the built-in scenes always have both."""
+    path = directory / f"{split}_{name}.npy"
+    if path.exists():
+        return load_array(path)
+    if "format" in read_json(_need(directory / "meta.json")):
+        return None
+    return load_array(_need(path))

@@ -1,0 +1,73 @@
+"""DVC stage ``prepare_classification``: the classification set of ``datasets.classification``.
+
+``fashion_mnist`` (default): the fetched raw IDX items (already checked by the validate stage),
+stratified seeded validation carve-out, scaled to [0, 1]. ``idx`` / ``folders``: the user's
+files, read, checked by their own Great Expectations suite and resized
+(cnnpipe/data/datasets.py). Writes ``<paths.prepared>/classification`` atomically and
+``<paths.reports>/classification_validation``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from cnnpipe.config import Params
+from cnnpipe.data.datasets import is_own, prepare_own, report_dir
+from cnnpipe.data.fetch import FASHION_MNIST_SPLITS
+from cnnpipe.data.idx import read_idx_pair
+from cnnpipe.data.prepare import classification_arrays, split_items
+from cnnpipe.errors import DataError
+from cnnpipe.io import atomic_dir, read_json, save_array, write_json
+from cnnpipe.stage import run_stage
+from cnnpipe.tracking import stage_run
+
+log = logging.getLogger("cnnpipe")
+
+
+def built_in(params: Params, raw: Path, out: Path) -> dict[str, int]:
+    """The fetched set, split and normalized; the same bytes the single prepare stage wrote."""
+    if not (raw / "source.json").exists():
+        raise DataError(f"{raw / 'source.json'}: missing; it is written by the 'fetch' stage")
+    class_names = list(read_json(raw / "source.json")["class_names"])
+    x_train, y_train = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["train"]))
+    x_test, y_test = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["test"]))
+    items = split_items(x_train, y_train, x_test, y_test, params.prepare.val_fraction, params.seed)
+    arrays = classification_arrays(items)
+    with atomic_dir(out) as tmp:
+        for name, array in arrays.items():
+            save_array(tmp / f"{name}.npy", array)
+        write_json(tmp / "meta.json", {
+            "class_names": class_names,
+            "image_shape": list(arrays["x_train"].shape[1:]),
+            "counts": items.counts(),
+            "seed": params.seed,
+            "val_fraction": params.prepare.val_fraction,
+        })
+    # Its checks are the validate stage's report; this stage's report says so.
+    with atomic_dir(report_dir(params, "classification")) as tmp:
+        write_json(tmp / "results.json", {"format": params.datasets.classification.format,
+                                          "validated_by": "validate", "report": str(Path(params.paths.reports) / "validate")})
+    return items.counts()
+
+
+def body(params: Params) -> None:
+    raw = Path(params.paths.raw) / params.fetch.dataset
+    out = Path(params.paths.prepared) / "classification"
+    with stage_run("prepare_classification", params, param_sections=["seed", "prepare", "datasets"],
+                   inputs={"raw": raw}) as run:
+        if is_own(params, "classification"):
+            counts = prepare_own(params, "classification")["counts"]
+            run.log_artifacts(report_dir(params, "classification"), "classification_validation")
+        else:
+            counts = built_in(params, raw, out)
+        run.log_metrics({"classification": counts})
+    log.info("classification: %s items per split -> %s", counts, out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage("prepare_classification", body, argv)
+
+
+if __name__ == "__main__":
+    main()
