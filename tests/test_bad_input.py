@@ -328,3 +328,57 @@ def test_any_image_size_becomes_the_model_input_shape(tmp_path, size):
     x = cli.model_input(cli.read_image(tmp_path / "odd.jpg"), (28, 28, 1))
     assert x.shape == (1, 28, 28, 1) and x.dtype == np.float32 and 0 <= x.min() <= x.max() <= 1
     assert cli.model_input(cli.read_image(tmp_path / "odd.jpg"), (96, 96, 3)).shape == (1, 96, 96, 3)
+
+
+# --------------------------------------------------------------------------------------
+# Data: users' own image files and archives (the readers of cnnpipe/data/images.py, archive.py)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda p: p.write_bytes(b""), "an empty (zero-byte) file"),
+        (lambda p: p.write_text("name,size\nboot,3\n"), "not a readable image"),
+        (lambda p: p.write_bytes(p.read_bytes()[:60]), "not a readable image"),
+    ],
+    ids=["zero-byte", "not-an-image", "corrupt"],
+)
+def test_a_broken_image_fails_the_prepare_stage_and_keeps_the_previous_set(tmp_path, capsys, damage, problem):
+    import stages.prepare_classification
+    from own_data import write_class_folders
+
+    root = write_class_folders(tmp_path / "folders", n_per_class=4)
+    params = {"paths": {"prepared": str(tmp_path / "prepared"), "reports": str(tmp_path / "reports")},
+              "datasets": {"classification": {"format": "folders", "path": str(root), "image_size": 16}}}
+    body = stages.prepare_classification.body
+    assert stage_in_process("prepare_classification", body, params, tmp_path, capsys)[0] == 0
+    before = snapshot(tmp_path / "prepared")
+
+    bad = next((root / "train" / "hat").glob("*.jpg"), None) or next((root / "train" / "hat").iterdir())
+    damage(bad)
+    code, err = stage_in_process("prepare_classification", body, params, tmp_path, capsys)
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"stage prepare_classification failed: {bad}: {problem}"), err
+    assert snapshot(tmp_path / "prepared") == before
+
+
+def test_an_archive_with_a_hard_link_is_refused(tmp_path):
+    import io
+    import tarfile
+
+    from cnnpipe.data.archive import safe_extract
+
+    archive = tmp_path / "pets.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"x"
+        info = tarfile.TarInfo("oxford/images/a.jpg")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("oxford/images/b.jpg")
+        link.type, link.linkname = tarfile.LNKTYPE, "/etc/shadow"
+        tar.addfile(link)
+    with pytest.raises(DataError, match=r"refusing member 'oxford/images/b.jpg': a link \(to '/etc/shadow'\)"):
+        safe_extract(archive, tmp_path / "out")
+    assert not any((tmp_path / "out").rglob("*"))  # checked before anything is written
