@@ -146,3 +146,30 @@ def test_prepare_stage_writes_shards_streams_and_validates(tmp_path: Path) -> No
     assert report["success"] is True
     # One manifest over every shard: indices run on across shards, so GX checked all 27 scenes.
     assert report["observed"]["rows_per_split"] == {"train": 16, "val": 6, "test": 5}
+
+
+def test_unet_and_localizer_train_on_streamed_shards(tmp_path: Path) -> None:
+    from cnnpipe.config import AugmentParams, ClassifierParams, FitParams, LocalizerParams, UnetParams
+    from cnnpipe.data.shards import write_scene_shards
+    from cnnpipe.tasks.common import TrainOutputs
+    from cnnpipe.tasks.localization import train_localizer
+    from cnnpipe.tasks.segmentation import train_unet
+
+    rng = np.random.default_rng(0)
+    items = {s: rng.integers(1, 255, (20, 28, 28), dtype=np.uint8) for s in ("train", "val", "test")}
+    labels = {s: (np.arange(20) % 10).astype(np.uint8) for s in items}
+    scenes = ScenesParams(canvas=32, min_side=12, max_side=20, clutter=2, n_train=24, n_val=8, n_test=4)
+    sizes = write_scene_shards(tmp_path / "s", items, labels, scenes, seed=3, shard_size=10)
+    write_json(tmp_path / "s" / "meta.json", {"class_names": [str(i) for i in range(10)], "shards": sizes})
+    train, val = open_scenes(tmp_path / "s", "train"), open_scenes(tmp_path / "s", "val")
+    assert isinstance(train, ShardedSplit) and train.sizes == (10, 10, 4)
+
+    fit = FitParams(epochs=1, batch_size=8, warmup_epochs=0.0, precision="float32")
+    out = TrainOutputs.named(tmp_path / "m", tmp_path / "p", "unet")
+    result = train_unet(train, val, 10, UnetParams(filters=(4, 8), fit=fit), AugmentParams(), 0, out)
+    assert result.epochs_run == 1 and np.isfinite(result.history["val_loss"][-1])
+    assert result.model.input_shape == (None, 32, 32, 1)
+    out = TrainOutputs.named(tmp_path / "m", tmp_path / "p", "localizer")
+    result = train_localizer(train, val, 10, LocalizerParams(fit=fit), AugmentParams(), 0, out, None,
+                             ClassifierParams(filters=(4, 8), convs_per_block=1))
+    assert result.epochs_run == 1 and "val_box_iou" in result.history

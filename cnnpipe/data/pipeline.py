@@ -99,6 +99,8 @@ def make_sharded_dataset(
     )
     if training:
         ds = ds.shuffle(max(shards.sizes), seed=seed, reshuffle_each_iteration=True)
+    else:  # a generator's length is unknown to tf.data; Keras then warns at the end of each pass
+        ds = ds.apply(tf.data.experimental.assert_cardinality(len(shards)))
     return _finish(ds, batch_size=batch_size, training=training, seed=seed, augment=augment)
 
 
