@@ -25,6 +25,9 @@ from cnnpipe.config import STRATEGIES, ParamsError
 DISTRIBUTED_STAGES = ("train_classifier", "train_localizer", "train_unet")
 
 
+_MULTI_WORKER = False  # set once this process has created the multi-worker strategy
+
+
 def _tf_config() -> dict[str, Any] | None:
     raw = os.environ.get("TF_CONFIG")
     if not raw:
@@ -41,11 +44,17 @@ def _tf_config() -> dict[str, Any] | None:
 
 
 def is_chief() -> bool:
-    """True unless ``TF_CONFIG`` makes this process a non-chief worker.
+    """False only in a non-chief worker of a multi-worker run (see :func:`task_is_chief`).
 
-    The chief is the task of type ``chief``, or worker 0 when the cluster has no chief.
+    Only a process that created the ``multi_worker`` strategy consults ``TF_CONFIG``: a
+    ``TF_CONFIG`` left in the environment of a default run must not stop its outputs.
     """
-    config = _tf_config()
+    return not _MULTI_WORKER or task_is_chief(_tf_config())
+
+
+def task_is_chief(config: dict[str, Any] | None) -> bool:
+    """Whether the task a ``TF_CONFIG`` describes is the chief: the task of type ``chief``,
+    or worker 0 when the cluster has no chief (True without a config)."""
     if config is None:
         return True
     task_type, index = config["task"]["type"], int(config["task"]["index"])
@@ -77,6 +86,8 @@ def get_strategy(name: str) -> Any:
         )
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     _patch_keras_multi_worker_logs()
+    global _MULTI_WORKER
+    _MULTI_WORKER = True
     return strategy
 
 

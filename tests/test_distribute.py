@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from cnnpipe.config import ParamsError, params_from_dict
-from cnnpipe.distribute import get_strategy, is_chief
+from cnnpipe import distribute
+from cnnpipe.distribute import get_strategy, is_chief, task_is_chief
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -28,13 +29,17 @@ def test_strategy_param_lists_the_choices() -> None:
 
 def test_chief_is_read_from_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert is_chief()
+    assert is_chief() and task_is_chief(None)
     cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
-    for task, chief in ((("worker", 0), True), (("worker", 1), False)):
-        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": task[0], "index": task[1]}}))
-        assert is_chief() is chief
+    assert task_is_chief({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    assert not task_is_chief({"cluster": cluster, "task": {"type": "worker", "index": 1}})
     with_chief = {**cluster, "chief": ["127.0.0.1:3"]}
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": with_chief, "task": {"type": "worker", "index": 0}}))
+    assert not task_is_chief({"cluster": with_chief, "task": {"type": "worker", "index": 0}})
+    assert task_is_chief({"cluster": with_chief, "task": {"type": "chief", "index": 0}})
+    # Without the multi-worker strategy in this process, a stray TF_CONFIG changes nothing.
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    assert is_chief()
+    monkeypatch.setattr(distribute, "_MULTI_WORKER", True)
     assert not is_chief()
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ParamsError, match="TF_CONFIG"):
