@@ -19,7 +19,7 @@ export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test quick setup dataset dvc-setup clean-venv
+.PHONY: run test quick bench setup dataset dvc-setup clean-venv
 
 run: setup
 	dvc repro
@@ -31,6 +31,12 @@ quick: setup
 	  [ "$$stage" = register ] && continue; \
 	  echo "== $$stage"; python -m stages.$$stage --params params.quick.yaml || exit 1; \
 	done
+
+# Benchmarks (figures, not tests): prints a table, writes benchmarks/results.json. Reads the
+# real data/ and models/ (run `make run` first), writes only to temp dirs. BENCH_QUICK=1: ~2 min
+# of small sizes (benchmarks/results.quick.json); BENCH_ONLY / BENCH_SKIP: comma-separated sections.
+bench: setup
+	$(BIN)/python -m benchmarks
 
 # pytest exits 5 when it collects nothing: that is a failure, not a pass.
 test: setup

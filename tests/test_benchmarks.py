@@ -1,0 +1,58 @@
+"""Smoke test of the benchmark runner's plumbing (benchmarks/): sections registered in a list, a
+table and a JSON file, a failing section reported without losing the others. No figure is
+checked: benchmarks are figures, not timed tests."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import inference, runner, training
+
+
+def test_runner_prints_one_table_writes_json_and_survives_a_failing_section(tmp_path, monkeypatch, capsys):
+    def fine(ctx):
+        result = runner.Result(data={"quick": ctx.quick})
+        result.row("item a", "1.0 s", "note")
+        return result
+
+    def broken(ctx):
+        raise RuntimeError("no data")
+
+    monkeypatch.setattr(runner, "SECTIONS", [runner.Section("fine", fine, "ok"), runner.Section("broken", broken, "fails"),
+                                             runner.Section("left_out", fine, "skipped")])
+    out = tmp_path / "r.json"
+    assert runner.main(["--quick", "--skip", "left_out", "--out", str(out)]) == 1
+    report = json.loads(out.read_text())
+    assert report["mode"] == "quick" and set(report["sections"]) == {"fine", "broken"}
+    assert report["sections"]["fine"]["quick"] is True and "no data" in report["sections"]["broken"]["error"]
+    printed = capsys.readouterr().out
+    assert "| fine    | item a | 1.0 s" in printed and "load average" in printed
+    with pytest.raises(SystemExit):
+        runner.main(["--only", "nope", "--out", str(out)])
+
+
+def test_the_real_sections_are_registered_in_order():
+    names = [s.name for s in runner._sections()]
+    assert names[:4] == ["overhead", "limit", "tuning", "time_to_accuracy"]
+    assert {"scaling", "orchestration", "inference"} <= set(names)
+
+
+def test_latency_and_throughput_helpers_time_the_given_function():
+    calls = []
+    x = np.zeros((600, 2, 2, 1), np.float32)
+    lat = inference.latency_ms(lambda b: calls.append(len(b)), x, 20)
+    assert set(calls) == {1} and 0 <= lat["p50"] <= lat["p95"]
+    calls.clear()
+    assert inference.throughput(lambda b: calls.append(len(b)), x, 2) > 0
+    assert set(calls) == {inference.BATCH}
+
+
+def test_forward_flops_counts_a_dense_layer():
+    import keras
+
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(4, use_bias=False)(inputs))
+    assert training.forward_flops(model) == 2 * 8 * 4
