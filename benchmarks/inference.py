@@ -61,7 +61,7 @@ def run(ctx: Context) -> Result:
     from cnnpipe.tasks.common import load_model
 
     result = Result()
-    n_single, repeats = ctx.pick(50, 300), ctx.pick(1, 3)
+    n_single, repeats = ctx.pick(50, 200), ctx.pick(1, 3)
     for name, (file, data) in MODELS.items():
         path = ctx.models / file
         if not path.exists():

@@ -132,7 +132,7 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
 
     # --- classifier
     p = params.train_classifier
-    steps = ctx.pick(12, 120)
+    steps = ctx.pick(12, 100)
     fit = fit_of(p, steps)
     train = _subset(load_classification(cls_dir, "train"), steps * fit.batch_size)
     val = _subset(load_classification(cls_dir, "val"), ctx.pick(512, 2048))
@@ -187,7 +187,7 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
 
     # --- localizer (backbone from scratch: the same FLOPs as the pretrained one)
     lp = params.train_localizer
-    steps = ctx.pick(6, 60)
+    steps = ctx.pick(6, 30)
     fit = fit_of(lp, steps)
     train = _subset(scenes_train, steps * fit.batch_size)
     val = _subset(scenes_val, ctx.pick(256, 1024))
@@ -211,7 +211,7 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
 
     # --- U-Net
     up = params.train_unet
-    steps = ctx.pick(6, 60)
+    steps = ctx.pick(6, 30)
     fit = fit_of(up, steps)
     train = _subset(scenes_train, steps * fit.batch_size)
     val = _subset(scenes_val, ctx.pick(256, 1024))
@@ -259,13 +259,10 @@ def _pipeline(b: StageBench, seed: int) -> list[float]:
 def overhead(ctx: Context) -> Result:
     """Images/s of each training stage through the pipeline vs a plain Keras script."""
     result = Result()
-    epochs = ctx.pick(3, 4)
+    epochs = 3  # the first traces and compiles; the best of the other two counts
     for b in _stage_benches(ctx, epochs):
         images = b.steps * b.batch_size
-        runs = {"pipeline": [], "plain_keras": []}
-        for _ in range(ctx.pick(1, 2)):  # alternate, so a burst of load hits both sides alike
-            runs["pipeline"] += _pipeline(b, ctx.seed)[1:]
-            runs["plain_keras"] += _plain_keras(b, epochs, ctx.seed)[1:]
+        runs = {"pipeline": _pipeline(b, ctx.seed)[1:], "plain_keras": _plain_keras(b, epochs, ctx.seed)[1:]}
         rate = {k: images / min(v) for k, v in runs.items()}
         ratio = rate["pipeline"] / rate["plain_keras"]
         result.data[b.name] = {
