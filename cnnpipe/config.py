@@ -252,7 +252,10 @@ class TransferParams:
     # weights file, or null for random init.
     weights: str | None = "imagenet"
     image_size: int = 96  # input side for keras.applications backbones
-    labels_per_class: int = 50  # the few-label budget of the new task
+    # classifier/none backbones: the input resized by each factor, features max-pooled per
+    # scale and concatenated (an image pyramid: items of 20-48 px meet a base trained on 28 px)
+    scales: tuple[float, ...] = (1.25, 1.0, 0.75, 0.55)
+    labels_per_class: int = 20  # the few-label budget of the new task
     val_per_class: int = 20
     unfreeze_top: int = 4  # weighted layers of the base trained in the fine-tuning phase
     dropout: float = 0.3
@@ -263,6 +266,8 @@ class TransferParams:
     def __post_init__(self) -> None:
         _choice("transfer.backbone", self.backbone, BACKBONES)
         _positive("transfer.image_size", self.image_size)
+        if not self.scales or any(not 0 < f <= 4 for f in self.scales):
+            raise ParamsError(f"transfer.scales: need one or more factors in (0, 4], got {self.scales!r}")
         _positive("transfer.labels_per_class", self.labels_per_class)
         _positive("transfer.val_per_class", self.val_per_class)
         if self.unfreeze_top < 0:

@@ -7,7 +7,18 @@ import pytest
 from cnnpipe.models.backbone import build_backbone
 from cnnpipe.models.classifier import build_classifier
 from cnnpipe.models.localizer import build_localizer
-from cnnpipe.models.transfer import GrayToRGB, build_transfer_model, mobilenet_v2_base, unfreeze_top
+from cnnpipe.config import ParamsError
+from cnnpipe.models.transfer import (
+    GrayToRGB,
+    build_pyramid_model,
+    build_transfer_model,
+    classifier_features,
+    classifier_window,
+    load_classifier_weights,
+    min_pyramid_side,
+    mobilenet_v2_base,
+    unfreeze_top,
+)
 from cnnpipe.models.unet import build_unet
 from cnnpipe.errors import ModelError
 from cnnpipe.tasks.common import load_model, save_model
@@ -42,6 +53,69 @@ def test_unet_shapes(n_out, act_sum):
     # skip connections: every decoder level concatenates an encoder output
     assert sum(isinstance(layer, keras.layers.Concatenate) for layer in unet.layers) == 2
     assert sum(isinstance(layer, keras.layers.Conv2DTranspose) for layer in unet.layers) == 2
+
+
+def _trained_like_classifier(filters, dense):
+    """A classifier with random but non-trivial weights everywhere, BatchNorm statistics included."""
+    keras.utils.set_random_seed(3)
+    clf = build_classifier((28, 28, 1), 10, filters, 2, 0.0, dense=dense)
+    rng = np.random.default_rng(0)
+    for layer in clf.layers + clf.get_layer("backbone").layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma + rng.random(gamma.shape), beta + rng.standard_normal(beta.shape),
+                               rng.standard_normal(mean.shape), 0.5 + rng.random(var.shape)])
+    return clf
+
+
+@pytest.mark.parametrize(("filters", "dense", "window"), [((4, 8, 8), 16, 3), ((4, 8, 8), 0, 1), ((4, 8), 16, 7)])
+def test_classifier_features_equal_the_classifier_head_at_28px(filters, dense, window):
+    """The convolutional form of the head computes exactly the classifier's hidden layer on a
+    28x28 input, and slides it over a larger one."""
+    clf = _trained_like_classifier(filters, dense)
+    assert classifier_window(clf) == window
+    feats = classifier_features(filters, 2, dense, window)
+    load_classifier_weights(feats, clf)
+    x = np.random.default_rng(1).random((3, 28, 28, 1)).astype("float32")
+    got = np.asarray(feats(x, training=False))
+    last = "hidden_relu" if dense else "dropout"
+    want = np.asarray(keras.Model(clf.input, clf.get_layer(last).output)(x, training=False))
+    if dense:
+        # e.g. 7x7 map -> stride-1 pool 6x6 -> dilated 3x3: 2x2 offsets; (0, 0) is the classifier's own.
+        side = 28 // 2 ** (len(filters) - 1) - 1 - 2 * (window - 1)
+        assert got.shape == (3, side, side, dense)
+        np.testing.assert_allclose(got[:, 0, 0], want, rtol=1e-4, atol=1e-4)
+    else:
+        np.testing.assert_allclose(got.mean(axis=(1, 2)), want, rtol=1e-4, atol=1e-4)
+    # 64x64: the hidden layer at every 4-pixel offset; the corner window is the 28x28 crop.
+    big = np.random.default_rng(2).random((1, 64, 64, 1)).astype("float32")
+    out = np.asarray(feats(big, training=False))
+    if dense:
+        side = 64 // 2 ** (len(filters) - 1) - 1 - 2 * (window - 1)
+        assert out.shape == (1, side, side, dense)
+        corner = np.asarray(keras.Model(clf.input, clf.get_layer(last).output)(big[:, :28, :28], training=False))
+        # Zero padding differs at the crop's inner edges, so only the window's centre is exact:
+        # compare against the same network on the crop, loosely.
+        assert np.corrcoef(out[0, 0, 0], corner[0])[0, 1] > 0.5
+
+
+def test_load_classifier_weights_names_a_mismatch():
+    clf = build_classifier((28, 28, 1), 10, (4, 8), 2, 0.0, dense=16)
+    feats = classifier_features((4, 8, 8), 2, 16, classifier_window(clf))
+    with pytest.raises(ModelError, match="has no layer 'block3_1_conv'"):
+        load_classifier_weights(feats, clf)
+
+
+def test_pyramid_model_shapes_and_too_small_scale():
+    base = classifier_features((4, 8), 2, 8)
+    assert min_pyramid_side((4, 8), 8) == 12
+    model = build_pyramid_model(base, (64, 64, 1), 10, 0.1, (1.25, 1.0, 0.5), 12)
+    probs = np.asarray(model(np.random.rand(2, 64, 64, 1).astype("float32")))
+    assert probs.shape == (2, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.Resizing)] == ["scale0", "scale2"]
+    with pytest.raises(ParamsError, match=r"transfer.scales: 0.1 turns the 64x64 input into 6x6"):
+        build_pyramid_model(base, (64, 64, 1), 10, 0.1, (1.0, 0.1), 12)
 
 
 def test_transfer_unfreeze_top_keeps_batchnorm_frozen():

@@ -1,8 +1,8 @@
 """Transfer learning: a pretrained base under a new head, frozen or partly unfrozen.
 
-Two kinds of base: this pipeline's own classifier backbone (always available, offline)
-or a ``keras.applications`` network (MobileNetV2) with ImageNet weights, a local weights
-file, or none. keras-io's "Transfer learning & fine-tuning" guide is the model here: the
+Two kinds of base: this pipeline's own classifier (always available, offline), run fully
+convolutionally over an image pyramid, or a ``keras.applications`` network (MobileNetV2)
+with ImageNet weights, a local weights file, or none. keras-io's "Transfer learning & fine-tuning" guide is the model here: the
 base is always called with ``training=False`` so its BatchNorm layers stay in inference
 mode, also after unfreezing.
 """
@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+from collections.abc import Sequence
+
 import keras
 from keras import layers
 
+from cnnpipe.config import ParamsError
 from cnnpipe.errors import ModelError
+from cnnpipe.models.backbone import build_backbone
 
 # The file keras.applications fetches for MobileNetV2 without its top, per input size.
 MOBILENET_V2_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5"
@@ -53,6 +58,113 @@ def mobilenet_v2_base(image_size: int, weights: str | None) -> keras.Model:
             "or set transfer.weights to the path of a local weights file, or to null to train "
             "without pretrained weights, or use transfer.backbone: classifier (offline)."
         ) from err
+
+
+def classifier_features(
+    filters: Sequence[int],
+    convs_per_block: int,
+    dense: int,
+    window: int = 3,
+    channels: int = 1,
+    bn_momentum: float = 0.99,
+) -> keras.Model:
+    """The classifier without its softmax, as a fully convolutional feature extractor.
+
+    The classifier's head (pool 2x2 -> flatten -> dense -> BatchNorm -> ReLU) equals a
+    dilated 3x3 convolution over a stride-1 pooled map (OverFeat's trick), so its hidden
+    layer - the most class-specific features the classifier learned - slides over a larger
+    scene, evaluated every 4 input pixels instead of once per 28x28 item. With ``dense`` 0
+    (a global-average-pool classifier) the features are the backbone's last map. The
+    layers form one flat chain, so fine-tuning can unfreeze its top layers one by one.
+    """
+    backbone = build_backbone(filters, convs_per_block, channels=channels, bn_momentum=bn_momentum)
+    inputs = keras.Input((None, None, channels), name="features_input")
+    x = inputs
+    for layer in backbone.layers[1:]:
+        x = layer(x)
+    if dense:
+        x = layers.MaxPooling2D(2, strides=1, name="head_pool")(x)
+        x = layers.Conv2D(dense, window, dilation_rate=2, use_bias=False, name="hidden")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name="hidden_bn")(x)
+        x = layers.ReLU(name="hidden_relu")(x)
+    return keras.Model(inputs, x, name="features")
+
+
+def classifier_window(classifier: keras.Model) -> int:
+    """The side of the map the classifier's hidden layer flattens (3 for 28 px inputs)."""
+    try:
+        kernel = classifier.get_layer("hidden").kernel
+    except ValueError:
+        return 1  # a global-average-pool head: no window
+    channels = classifier.get_layer("backbone").output.shape[-1]
+    window = math.isqrt(kernel.shape[0] // channels)
+    if window * window * channels != kernel.shape[0]:
+        raise ModelError(f"the classifier's hidden layer takes {kernel.shape[0]} inputs: not a square map of {channels} channels")
+    return window
+
+
+def load_classifier_weights(features: keras.Model, classifier: keras.Model) -> None:
+    """Copy a trained classifier (cnnpipe.models.classifier) into ``classifier_features``."""
+    source = {layer.name: layer for layer in classifier.get_layer("backbone").layers}
+    source.update({layer.name: layer for layer in classifier.layers})
+    for layer in features.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in source:
+            raise ModelError(f"the classifier has no layer {layer.name!r}: was it built with the same train_classifier params?")
+        weights = source[layer.name].get_weights()
+        if layer.name == "hidden":  # Dense (3*3*C, units) -> Conv2D (3, 3, C, units); Flatten is (h, w, c) order
+            weights = [weights[0].reshape(layer.kernel.shape)]
+        layer.set_weights(weights)
+
+
+def min_pyramid_side(filters: Sequence[int], dense: int, window: int = 3) -> int:
+    """The smallest input side ``classifier_features`` maps to at least one position."""
+    stride = 2 ** (len(filters) - 1)
+    return stride * (2 * window if dense else 1)
+
+
+def build_pyramid_model(
+    base: keras.Model,
+    input_shape: tuple[int, int, int],
+    n_classes: int,
+    dropout: float,
+    scales: Sequence[float],
+    min_side: int,
+    *,
+    head_units: int = 64,
+    pretrained: bool = True,
+) -> keras.Model:
+    """New head on a fully convolutional ``base`` applied at several scales of the input.
+
+    A scene's item may be smaller or larger than the 28x28 items the classifier learned;
+    resizing the scene by each of ``scales`` shows the base the item near its own size at
+    one of them. Per position: BatchNorm -> 1x1 conv (``head_units``, ReLU); per scale a max
+    pool over positions (the item is wherever it responds most); the scales concatenated
+    -> dropout -> softmax. One base, shared by every scale; a pretrained one runs with ``training=False``.
+    """
+    h, w = input_shape[:2]
+    inputs = keras.Input(input_shape, name="image")
+    # The new head's first layer works at every position, before pooling: a learned 1x1
+    # detector over the (normalized) base features, shared by the scales, picks out the
+    # feature combinations of the new task's item and ignores clutter that resembles it.
+    norm = layers.BatchNormalization(momentum=0.9, name="head_bn")
+    detect = layers.Conv2D(head_units, 1, activation="relu", name="head_detect")
+    pooled = []
+    for i, scale in enumerate(scales):
+        size = (round(h * scale), round(w * scale))
+        if min(size) < min_side:
+            raise ParamsError(
+                f"transfer.scales: {scale} turns the {h}x{w} input into {size[0]}x{size[1]}, smaller "
+                f"than the {min_side} pixels the base needs; use scales >= {min_side / min(h, w):.2f}"
+            )
+        x = inputs if size == (h, w) else layers.Resizing(*size, antialias=True, name=f"scale{i}")(inputs)
+        x = base(x, training=False) if pretrained else base(x)
+        pooled.append(layers.GlobalMaxPooling2D(name=f"scale{i}_max")(detect(norm(x))))
+    x = layers.Concatenate(name="pool")(pooled) if len(pooled) > 1 else pooled[0]
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
+    return keras.Model(inputs, outputs, name="transfer")
 
 
 def build_transfer_model(

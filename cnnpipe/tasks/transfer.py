@@ -18,8 +18,16 @@ from cnnpipe.config import AugmentParams, ClassifierParams, ParamsError, Transfe
 from cnnpipe.data.arrays import Split
 from cnnpipe.data.augment import augment_images
 from cnnpipe.data.pipeline import make_dataset
-from cnnpipe.models.backbone import build_backbone
-from cnnpipe.models.transfer import build_transfer_model, mobilenet_v2_base, unfreeze_top
+from cnnpipe.models.transfer import (
+    build_pyramid_model,
+    build_transfer_model,
+    classifier_features,
+    classifier_window,
+    load_classifier_weights,
+    min_pyramid_side,
+    mobilenet_v2_base,
+    unfreeze_top,
+)
 from cnnpipe.tasks.common import TrainOutputs
 from cnnpipe.train import FitResult, fingerprint, fit_model, precision_policy
 
@@ -49,19 +57,34 @@ class TransferResult:
     unfrozen_layers: int
 
 
-def _base(params: TransferParams, classifier: keras.Model | None, classifier_params: ClassifierParams, pretrained: bool):
-    """A fresh base: pretrained weights if ``pretrained`` else the same architecture at random."""
+def _model(
+    params: TransferParams,
+    classifier: keras.Model | None,
+    classifier_params: ClassifierParams,
+    shape: tuple[int, int, int],
+    n_classes: int,
+    pretrained: bool,
+) -> keras.Model:
+    """Base + new head; the base pretrained if ``pretrained``, else the same network at random."""
     if params.backbone == "mobilenet_v2":
-        return mobilenet_v2_base(params.image_size, params.weights if pretrained else None), params.image_size
+        base = mobilenet_v2_base(params.image_size, params.weights if pretrained else None)
+        return build_transfer_model(base, shape, n_classes, params.dropout, pretrained=pretrained,
+                                    imagenet_input_size=params.image_size)
+    cp = classifier_params
+    if params.backbone == "classifier" and classifier is None:
+        raise ParamsError("transfer.backbone 'classifier' needs the trained classifier model")
+    # Scratch is the same network as the pretrained one, so its head window too.
+    window = classifier_window(classifier) if classifier is not None else 3
     if params.backbone == "classifier" and pretrained:
-        if classifier is None:
-            raise ParamsError("transfer.backbone 'classifier' needs the trained classifier model")
-        source = classifier.get_layer("backbone")
-        base = keras.models.clone_model(source)
-        base.set_weights(source.get_weights())
-        return base, None
-    # From scratch on a few hundred images: ~15 steps an epoch, so BatchNorm must average fast.
-    return build_backbone(classifier_params.filters, classifier_params.convs_per_block, bn_momentum=0.9), None
+        base = classifier_features(cp.filters, cp.convs_per_block, cp.dense, window, channels=shape[-1])
+        load_classifier_weights(base, classifier)
+    else:
+        # From scratch on a few hundred images: ~15 steps an epoch, so BatchNorm must average fast.
+        base = classifier_features(cp.filters, cp.convs_per_block, cp.dense, window, channels=shape[-1],
+                                   bn_momentum=0.9)
+        pretrained = False
+    return build_pyramid_model(base, shape, n_classes, params.dropout, params.scales,
+                               min_pyramid_side(cp.filters, cp.dense, window), pretrained=pretrained)
 
 
 def train_transfer(
@@ -101,18 +124,14 @@ def train_transfer(
 
     # 1. scratch: the same architecture, nothing pretrained, everything trainable.
     with precision_policy(fit.precision):
-        base, size = _base(params, classifier, classifier_params, pretrained=False)
-        scratch = build_transfer_model(
-            base, shape, n_classes, params.dropout, pretrained=False, imagenet_input_size=size
-        )
+        scratch = _model(params, classifier, classifier_params, shape, n_classes, pretrained=False)
     fits["scratch"] = run("scratch", scratch, fit)
     models["scratch"] = fits["scratch"].model
 
     # 2. feature extraction: frozen pretrained base, new head.
     with precision_policy(fit.precision):
-        base, size = _base(params, classifier, classifier_params, pretrained=True)
-        base.trainable = False
-        extractor = build_transfer_model(base, shape, n_classes, params.dropout, imagenet_input_size=size)
+        extractor = _model(params, classifier, classifier_params, shape, n_classes, pretrained=True)
+        next(layer for layer in extractor.layers if isinstance(layer, keras.Model)).trainable = False
     fits["feature_extraction"] = run("feature_extraction", extractor, fit)
     models["feature_extraction"] = fits["feature_extraction"].model
 
