@@ -71,9 +71,11 @@ def classifier_features(
     """The classifier without its softmax, as a fully convolutional feature extractor.
 
     The classifier's head (pool 2x2 -> flatten -> dense -> BatchNorm -> ReLU) equals a
-    dilated 3x3 convolution over a stride-1 pooled map (OverFeat's trick), so its hidden
-    layer - the most class-specific features the classifier learned - slides over a larger
-    scene, evaluated every 4 input pixels instead of once per 28x28 item. With ``dense`` 0
+    dilated ``window`` x ``window`` convolution over a stride-1 pooled map (OverFeat's
+    trick; ``window`` is the pooled map's side on the classifier's own input: 3 for 28 px,
+    see ``classifier_window``). So its hidden layer - the most class-specific features the
+    classifier learned - slides over a larger scene, evaluated every 4 input pixels (3
+    blocks) instead of once per 28x28 item. With ``dense`` 0
     (a global-average-pool classifier) the features are the backbone's last map. The
     layers form one flat chain, so fine-tuning can unfreeze its top layers one by one.
     """
@@ -99,7 +101,9 @@ def classifier_window(classifier: keras.Model) -> int:
     channels = classifier.get_layer("backbone").output.shape[-1]
     window = math.isqrt(kernel.shape[0] // channels)
     if window * window * channels != kernel.shape[0]:
-        raise ModelError(f"the classifier's hidden layer takes {kernel.shape[0]} inputs: not a square map of {channels} channels")
+        raise ModelError(
+            f"the classifier's hidden layer takes {kernel.shape[0]} inputs: not a square map of {channels} channels"
+        )
     return window
 
 
@@ -111,9 +115,11 @@ def load_classifier_weights(features: keras.Model, classifier: keras.Model) -> N
         if not layer.weights:
             continue
         if layer.name not in source:
-            raise ModelError(f"the classifier has no layer {layer.name!r}: was it built with the same train_classifier params?")
+            raise ModelError(
+                f"the classifier has no layer {layer.name!r}: was it built with the same train_classifier params?"
+            )
         weights = source[layer.name].get_weights()
-        if layer.name == "hidden":  # Dense (3*3*C, units) -> Conv2D (3, 3, C, units); Flatten is (h, w, c) order
+        if layer.name == "hidden":  # Dense (k*k*C, units) -> Conv2D (k, k, C, units): Flatten is (h, w, c) order
             weights = [weights[0].reshape(layer.kernel.shape)]
         layer.set_weights(weights)
 
@@ -141,7 +147,8 @@ def build_pyramid_model(
     resizing the scene by each of ``scales`` shows the base the item near its own size at
     one of them. Per position: BatchNorm -> 1x1 conv (``head_units``, ReLU); per scale a max
     pool over positions (the item is wherever it responds most); the scales concatenated
-    -> dropout -> softmax. One base, shared by every scale; a pretrained one runs with ``training=False``.
+    -> dropout -> softmax. One base, shared by every scale; a pretrained one runs with
+    ``training=False``.
     """
     h, w = input_shape[:2]
     inputs = keras.Input(input_shape, name="image")
