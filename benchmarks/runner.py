@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         results[section.name] = result
         report["sections"][section.name] = result.data
         print(format_table({section.name: result}), flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n")  # each section's figures, kept as they come
     report["machine"]["load_average_end"] = os.getloadavg()
     table = format_table(results)
     report["table"] = table
