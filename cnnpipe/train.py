@@ -282,6 +282,26 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def fit_bn_momentum(model: keras.Model, total_steps: int) -> float:
+    """Lower the momentum of trainable BatchNorm layers so their moving statistics cover the run.
+
+    With momentum m, a moving average still holds m**N of its initial value (mean 0, variance
+    1) after N steps: 0.99**120 = 0.30, so a 120-step run (the quick profile) predicts with
+    statistics mostly made up, and scores chance at inference although it trains fine. The
+    momentum becomes at most 1 - 10/N (m**N ~ e**-10), never below 0.9; long runs (N >= 1000)
+    keep Keras' 0.99. Returns the momentum used.
+    """
+    momentum = max(0.9, 1.0 - 10.0 / max(total_steps, 1))
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.Model):
+            stack.extend(layer.layers)
+        elif isinstance(layer, keras.layers.BatchNormalization) and layer.trainable and layer.momentum > momentum:
+            layer.momentum = momentum
+    return momentum
+
+
 def fit_model(
     model: keras.Model,
     train: tf.data.Dataset,
@@ -308,6 +328,7 @@ def fit_model(
     # Under a strategy (train.strategy) the model was built in its scope; compiling, restoring
     # and fitting there too make Keras train it distributed. The default strategy is a no-op.
     with model.distribute_strategy.scope(), _worker_paths(checkpoint_dir, history_csv) as (checkpoint_dir, history_csv):
+        fit_bn_momentum(model, fit.epochs * steps_per_epoch)
         model.compile(
             optimizer=make_optimizer(fit, steps_per_epoch, learning_rate),
             loss=loss,

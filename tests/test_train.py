@@ -97,3 +97,28 @@ def test_precision_policy_builds_bf16_layers_with_float32_outputs():
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
     assert resolve_precision("float32") == "float32"
     assert resolve_precision("auto") in ("float32", "mixed_bfloat16")
+
+
+def test_fit_bn_momentum_covers_short_runs_and_leaves_long_ones():
+    import keras
+
+    from cnnpipe.models.classifier import build_classifier
+    from cnnpipe.train import fit_bn_momentum
+
+    def momenta(model):
+        bns = [layer for layer in model.get_layer("backbone").layers + model.layers
+               if isinstance(layer, keras.layers.BatchNormalization)]
+        return {layer.name: layer.momentum for layer in bns}
+
+    long_run = build_classifier((28, 28, 1), 10, (4, 8), 2, 0.0, dense=8)
+    fit_bn_momentum(long_run, 20 * 422)  # the default classifier run: Keras' 0.99 kept
+    assert set(momenta(long_run).values()) == {0.99}
+
+    short = build_classifier((28, 28, 1), 10, (4, 8), 2, 0.0, dense=8)
+    short.get_layer("backbone").get_layer("block1_1_bn").trainable = False
+    assert fit_bn_momentum(short, 120) == pytest.approx(1 - 10 / 120)
+    got = momenta(short)
+    assert got.pop("block1_1_bn") == 0.99  # frozen: its statistics are not being learned
+    assert list(got.values()) == pytest.approx([1 - 10 / 120] * len(got))  # nested backbone and head alike
+    assert len(got) == 3  # block2_1, block2_2 and the head
+    assert fit_bn_momentum(build_classifier((28, 28, 1), 10, (4,), 1, 0.0), 3) == 0.9  # floor
