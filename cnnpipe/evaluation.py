@@ -29,19 +29,30 @@ PRODUCERS = {
     **{f"transfer/{m}.keras": "transfer" for m in TRANSFER_MODES},
 }
 
+# Each task's model files: the evaluate@<task> stage scores exactly these (dvc.yaml's foreach keys).
+TASK_MODELS: dict[str, tuple[str, ...]] = {
+    "classifier": ("classifier.keras",),
+    "transfer": tuple(f"transfer/{m}.keras" for m in TRANSFER_MODES),
+    "localizer": ("localizer.keras",),
+    "unet": ("unet.keras",),
+}
+TASKS = tuple(TASK_MODELS)
+
 
 # --------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------
 
 
-def load_models(models_dir: str | Path) -> dict[str, Any]:
-    """Every model the stage scores, keyed by its file name under ``models_dir``.
+def load_models(models_dir: str | Path, task: str | None = None) -> dict[str, Any]:
+    """Every model the stage scores (only ``task``'s, if given), keyed by its file name under
+    ``models_dir``.
 
     Loaded in safe mode for inference; a missing or broken file raises ``ModelError``
     naming the file and the stage that writes it.
     """
-    return {name: load_model(Path(models_dir) / name, stage) for name, stage in PRODUCERS.items()}
+    names = TASK_MODELS[task] if task else tuple(PRODUCERS)
+    return {name: load_model(Path(models_dir) / name, PRODUCERS[name]) for name in names}
 
 
 # --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +23,35 @@ log = logging.getLogger("cnnpipe")
 
 def run_stage(name: str, body: Callable[[Params], None], argv: list[str] | None = None) -> None:
     """Parse ``--params``, load and validate them, run ``body``; a user error exits 1 with one line."""
+    args = _parser(name).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
+    _run(name, args.params, body)
+
+
+def run_task_stage(
+    name: str, body: Callable[[Params, str], None], tasks: Sequence[str], argv: list[str] | None = None
+) -> None:
+    """A stage DVC runs once per task (``<name>@<task>``, a ``foreach`` group): ``--task`` picks
+    one; without it ``body(params, task)`` runs for every task in turn (the quick profile).
+    Errors name the task's stage, ``<name>@<task>``."""
+    parser = _parser(name)
+    parser.add_argument("--task", choices=tasks, help="run this task only (default: every task)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"[{name}@{args.task or '*'}] %(message)s")
+    for task in [args.task] if args.task else tasks:
+        _run(f"{name}@{task}", args.params, lambda params, task=task: body(params, task))
+
+
+def _parser(name: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=f"DVC stage {name!r}")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
+    return parser
+
+
+def _run(name: str, params_file: str, body: Callable[[Params], None]) -> None:
+    """Load and validate the params, run ``body``; a user error exits 1 with one line naming ``name``."""
     try:
-        params = load_params(args.params)
+        params = load_params(params_file)
         if name in DISTRIBUTED_STAGES and params.train.strategy != "default":
             get_strategy(params.train.strategy)  # before any TF op: multi-worker needs that
         body(params)

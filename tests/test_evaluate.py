@@ -170,17 +170,36 @@ def test_stage_writes_every_metric_and_plot(project):
     assert len((figs / "confusion.csv").read_text().splitlines()) == N + 1  # header + one per example
 
 
+def test_stage_with_task_scores_only_that_task(project, tmp_path):
+    from cnnpipe.stage import run_task_stage
+    from stages.evaluate import main
+
+    params = _params(tmp_path)
+    for name in ("models", "prepared"):
+        (tmp_path / name).symlink_to(project / name)
+    run_task_stage("evaluate", main, ev.TASKS, ["--params", str(params), "--task", "unet"])
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["unet.json"]
+    assert sorted(p.name for p in (tmp_path / "plots" / "evaluate").iterdir()) == ["masks.png"]
+    with pytest.raises(SystemExit) as exc:  # argparse: the choices are the tasks
+        run_task_stage("evaluate", main, ev.TASKS, ["--params", str(params), "--task", "nope"])
+    assert exc.value.code == 2
+
+
 def test_stage_names_the_missing_model_and_its_stage(tmp_path, capsys):
-    from cnnpipe.stage import run_stage
+    from cnnpipe.stage import run_task_stage
     from stages.evaluate import main
 
     params = _params(tmp_path)
     (tmp_path / "models").mkdir()
     with pytest.raises(SystemExit) as exc:
-        run_stage("evaluate", main, ["--params", str(params)])
+        run_task_stage("evaluate", main, ev.TASKS, ["--params", str(params)])
     assert exc.value.code == 1
     err = capsys.readouterr().err
-    assert "classifier.keras" in err and "train_classifier" in err
+    assert "stage evaluate@classifier failed" in err and "classifier.keras" in err and "train_classifier" in err
+    with pytest.raises(SystemExit):
+        run_task_stage("evaluate", main, ev.TASKS, ["--params", str(params), "--task", "transfer"])
+    err = capsys.readouterr().err
+    assert "stage evaluate@transfer failed" in err and "scratch.keras" in err and "'transfer'" in err
 
 
 # --------------------------------------------------------------------------------------
@@ -201,16 +220,19 @@ def test_load_models_errors_name_file_and_stage(tmp_path):
     (tmp_path / "transfer" / "fine_tuning.keras").unlink()
     _save_models(tmp_path)
     assert set(ev.load_models(tmp_path)) == set(ev.PRODUCERS)
+    assert set(ev.load_models(tmp_path, "transfer")) == {f"transfer/{m}.keras" for m in ev.TRANSFER_MODES}
+    (tmp_path / "classifier.keras").unlink()
+    assert set(ev.load_models(tmp_path, "unet")) == {"unet.keras"}  # another task's model is not read
 
 
 def test_stage_names_missing_test_data_and_prepare(project, tmp_path, capsys):
-    from cnnpipe.stage import run_stage
+    from cnnpipe.stage import run_task_stage
     from stages.evaluate import main
 
     params = _params(tmp_path)
     (tmp_path / "models").symlink_to(project / "models")
     with pytest.raises(SystemExit):
-        run_stage("evaluate", main, ["--params", str(params)])
+        run_task_stage("evaluate", main, ev.TASKS, ["--params", str(params), "--task", "classifier"])
     err = capsys.readouterr().err
     assert "x_test.npy" in err and "prepare" in err
 
