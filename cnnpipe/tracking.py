@@ -523,7 +523,7 @@ def pipeline_report(
     error: str | None = None,
 ) -> str:
     """Markdown: each stage's DVC outcome with its MLflow run link, then every metric in
-    ``metrics_dir/*.json``."""
+    ``metrics_dir/*.json`` and ``metrics_dir/register/*.json``."""
     stage_urls = stage_urls or {}
     lines = ["# cnnpipe pipeline run", ""]
     if parent_url:
@@ -535,11 +535,14 @@ def pipeline_report(
         url = stage_urls.get(stage)
         lines.append(f"| {stage} | {status} | {f'[run]({url})' if url else '-'} |")
     lines += ["", "## Metrics", "", "| file | metric | value |", "|---|---|---|"]
-    for path in sorted(Path(metrics_dir).glob("*.json")):
+    metrics_dir = Path(metrics_dir)
+    # The test metrics (<task>.json) and the register@<task> decisions (register/<task>.json).
+    for path in [*sorted(metrics_dir.glob("*.json")), *sorted(metrics_dir.glob("register/*.json"))]:
         try:
             data = read_json(path)
         except (OSError, ValueError):
             continue  # a half-written or foreign file must not sink the report
         values = numeric_metrics(data) if isinstance(data, Mapping) else {}
-        lines += [f"| {path.name} | {k} | {v:.4g} |" for k, v in values.items()]
+        name = path.relative_to(metrics_dir).as_posix()
+        lines += [f"| {name} | {k} | {v:.4g} |" for k, v in values.items()]
     return redact("\n".join(lines) + "\n")  # a stage's error output may quote a URL with credentials

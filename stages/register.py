@@ -1,8 +1,9 @@
-"""DVC stage ``register``: log each trained model to MLflow (signature + input example), register
-it as a new ``@challenger`` version and promote it to ``@champion`` only through the gates.
+"""DVC stages ``register@<task>``: log one task's trained model to MLflow (signature + input
+example), register it as a new ``@challenger`` version and promote it to ``@champion`` only
+through the gates.
 
-Writes ``metrics/register.json``: per task, the version registered and the decision (or why
-the task was skipped).
+Writes ``metrics/register/<task>.json``: the version registered and the decision (or why the
+task was skipped). ``--task`` picks the task; without it every task is registered in turn.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from cnnpipe.errors import DataError
 from cnnpipe.evaluation import PRODUCERS, as_model_input
 from cnnpipe.io import load_array, read_json, write_json
 from cnnpipe.lineage import content_hash
-from cnnpipe.registry import Gate, actor, gates, lock_path, promote, register_version
-from cnnpipe.stage import run_stage
+from cnnpipe.registry import TASKS, Gate, actor, gates, lock_path, promote, register_version
+from cnnpipe.stage import run_task_stage
 from cnnpipe.tasks.common import load_model
 from cnnpipe.tracking import numeric_metrics, stage_run
 
@@ -31,8 +32,8 @@ log = logging.getLogger("cnnpipe")
 N_EXAMPLES = 2  # input-example rows stored with each model: enough to show the shape, small
 
 
-def register_task(params: Params, gate: Gate, lock: Path) -> dict[str, Any]:
-    """Log, register and gate one task's model; the returned dict goes into register.json."""
+def register_task(params: Params, gate: Gate) -> dict[str, Any]:
+    """Log, register and gate one task's model; the returned dict is its register JSON."""
     task, paths = gate.task, params.paths
     model_path = Path(paths.models) / task.model_file
     if not model_path.is_file():
@@ -40,12 +41,14 @@ def register_task(params: Params, gate: Gate, lock: Path) -> dict[str, Any]:
         return {"name": gate.name, "skipped": f"{model_path} not found"}
     metrics_path = Path(paths.metrics) / task.metrics_file
     if not metrics_path.is_file():
-        raise DataError(f"{metrics_path}: test metrics of {model_path} not found; run `dvc repro evaluate`")
+        raise DataError(f"{metrics_path}: test metrics of {model_path} not found; "
+                        f"run `dvc repro evaluate@{task.key}`")
     metrics = read_json(metrics_path)
     data_dir = prepared_dir(params, task.key)  # own localization/segmentation data: <prepared>/<format>
     inputs = {"model": model_path, "test_data": data_dir, "raw_data": Path(paths.raw) / params.fetch.dataset}
 
-    with stage_run(f"register/{task.key}", params, param_sections=task.sections, inputs=inputs) as run:
+    with stage_run(f"register@{task.key}", params, param_sections=[*task.sections, "register"],
+                   inputs=inputs) as run:
         names = class_names(data_dir)
         test_images = load_array(data_dir / f"{task.test_images}.npy", mmap=True)
         example = as_model_input(np.asarray(test_images[:N_EXAMPLES]))
@@ -62,7 +65,9 @@ def register_task(params: Params, gate: Gate, lock: Path) -> dict[str, Any]:
             client, info.model_uri, gate, run_id=run.run_id, model_id=info.model_id, metrics=numeric_metrics(metrics),
             test_set=test_set, tags={**run.tags, "cnnpipe.class_names": json.dumps(names)},
         )
-        decision = promote(client, gate, version.version, who=f"register stage ({actor()})", lock=lock)
+        decision = promote(client, gate, version.version, who=f"register stage ({actor()})",
+                           lock=lock_path(run.connection.uri))
+        run.log_metrics({"promoted": int(decision.promote)})
 
     verdict = "promoted to @champion" if decision.promote else "stays @challenger"
     log.info("%s version %s %s: %s", gate.name, version.version, verdict, decision.reason)
@@ -72,13 +77,11 @@ def register_task(params: Params, gate: Gate, lock: Path) -> dict[str, Any]:
     }
 
 
-def main(params: Params) -> None:
-    with stage_run("register", params, param_sections=["register"], inputs={}) as run:
-        lock = lock_path(run.connection.uri)
-        decisions = {gate.task.key: register_task(params, gate, lock) for gate in gates(params.register).values()}
-        run.log_metrics({k: {"promoted": int(d["promoted"])} for k, d in decisions.items() if "promoted" in d})
-    write_json(Path(params.paths.metrics) / "register.json", decisions)
+def main(params: Params, task: str) -> None:
+    """Register ``task``'s model through its gate; writes ``metrics/register/<task>.json``."""
+    (gate,) = (g for g in gates(params.register).values() if g.task.key == task)
+    write_json(Path(params.paths.metrics) / "register" / f"{task}.json", register_task(params, gate))
 
 
 if __name__ == "__main__":
-    run_stage("register", main)
+    run_task_stage("register", main, [t.key for t in TASKS])

@@ -103,13 +103,17 @@ def write_project(root: Path, server_url: str) -> None:
 
 
 def register_round(root: Path, message: str) -> dict[str, Any]:
-    """Commit the project as it is, run the register stage, return its register.json."""
+    """Commit the project as it is, run every register@<task> stage, return task -> its decision."""
+    from cnnpipe.registry import TASKS
     from stages.register import main
 
     git(root, "add", "-A")
     git(root, "commit", "-qm", message)
-    main(load_params(root / "params.yaml"))
-    return {"commit": git(root, "rev-parse", "HEAD"), **read_json(root / "metrics/register.json")}
+    params = load_params(root / "params.yaml")
+    for task in TASKS:
+        main(params, task.key)
+    return {"commit": git(root, "rev-parse", "HEAD"),
+            **{t.key: read_json(root / f"metrics/register/{t.key}.json") for t in TASKS}}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """The real DVC pipeline, end to end, on tiny data: every stage runs for real for one epoch,
-logs its MLflow run to the copy's embedded store, and the register stage gates all four models."""
+logs its MLflow run to the copy's embedded store, and the register@<task> stages gate all four
+models."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -18,10 +20,16 @@ STAGE_INPUTS = {
     "transfer": {"scenes": "data/prepared/scenes", "classifier": "models/classifier.keras"},
     "train_localizer": {"scenes": "data/prepared/scenes", "classifier": "models/classifier.keras"},
     "train_unet": {"scenes": "data/prepared/scenes"},
-    "evaluate": {"classification": "data/prepared/classification", "scenes": "data/prepared/scenes",
-                 "transfer": "models/transfer", "unet": "models/unet.keras"},
-    "register": {},
+    "evaluate@classifier": {"classification": "data/prepared/classification", "classifier": "models/classifier.keras"},
+    "evaluate@transfer": {"scenes": "data/prepared/scenes", "transfer": "models/transfer"},
+    "evaluate@localizer": {"scenes": "data/prepared/scenes", "localizer": "models/localizer.keras"},
+    "evaluate@unet": {"scenes": "data/prepared/scenes", "unet": "models/unet.keras"},
+    "register@classifier": {"model": "models/classifier.keras", "test_data": "data/prepared/classification"},
+    "register@transfer": {},
+    "register@localizer": {"model": "models/localizer.keras", "test_data": "data/prepared/scenes"},
+    "register@unet": {"model": "models/unet.keras", "test_data": "data/prepared/scenes"},
 }
+TASKS = ("classifier", "transfer", "localizer", "unet")
 REGISTERED = ("cnnpipe-classifier", "cnnpipe-transfer", "cnnpipe-localizer", "cnnpipe-unet")
 
 
@@ -91,7 +99,9 @@ def lock_outs(project) -> dict[str, str]:
 
 
 def test_dvc_repro_without_prefect_logs_every_stage_to_mlflow(project, mlflow_client):
-    assert set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"]) == set(STAGE_INPUTS)
+    from cnnpipe.lineage import stage_order
+
+    assert set(stage_order(project)) == set(STAGE_INPUTS)  # foreach groups expand to <group>@<task>
     assert (project / "mlartifacts").is_dir()  # the embedded store, at the project root
     lock = lock_outs(project)
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
@@ -128,20 +138,22 @@ def test_stage_runs_record_params_metrics_datasets_and_artifacts(project, mlflow
     assert artifacts("train_classifier", "history") == {"history/classifier.csv"}
     assert len(artifacts("transfer", "history")) == 3
 
-    evaluate = runs["evaluate"]
-    assert {"classifier.accuracy", "localizer.mean_iou", "unet.dice", "transfer.fine_tuning.accuracy"} \
-        <= set(evaluate.data.metrics)
-    assert "plots/confusion.png" in artifacts("evaluate", "plots")
+    for task, key in [("classifier", "accuracy"), ("localizer", "mean_iou"), ("unet", "dice"),
+                      ("transfer", "fine_tuning.accuracy")]:
+        assert f"{task}.{key}" in runs[f"evaluate@{task}"].data.metrics, task
+    # Each evaluate@<task> run holds its own task's figures only.
+    assert artifacts("evaluate@classifier", "plots") == {"plots/confusion.png", "plots/confusion.csv",
+                                                         "plots/gradcam.png"}
+    assert artifacts("evaluate@unet", "plots") == {"plots/masks.png"}
 
 
 def test_dvc_repro_registers_all_four_models_through_the_gates(project, mlflow_client):
-    decisions = json.loads((project / "metrics" / "register.json").read_text())
-    parent = stage_runs(mlflow_client)["register"][0]
-    for name in REGISTERED:
-        decision = next(d for d in decisions.values() if d["name"] == name)
+    runs = stage_runs(mlflow_client)
+    for task, name in zip(TASKS, REGISTERED):
+        decision = json.loads((project / "metrics" / "register" / f"{task}.json").read_text())
+        assert decision["name"] == name
         version = mlflow_client.get_model_version(name, decision["version"])
-        assert version.run_id != parent.info.run_id  # each model's own run, nested under register's
-        assert mlflow_client.get_run(version.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert version.run_id == runs[f"register@{task}"][0].info.run_id  # the register@<task> stage's run
         # Floors are 0 in the tiny params: the first version of each becomes @champion (and
         # stops being @challenger); the decision is recorded on the version.
         assert decision["promoted"] is True, decision
@@ -155,6 +167,17 @@ def test_second_repro_has_nothing_to_do(project):
     out = run(["dvc", "repro"], project).stdout
     assert "didn't change, skipping" in out or "up to date" in out.lower()
     assert "Running stage" not in out, out
+
+
+def test_metrics_plots_and_the_evaluate_group_through_dvc(project):
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    files = {path for rev in shown.values() for path in rev["data"]}
+    assert {f"metrics/{t}.json" for t in TASKS} | {f"metrics/register/{t}.json" for t in TASKS} <= files
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
+    assert {"plots/evaluate/confusion.csv", "plots/evaluate/masks.png", "plots/evaluate/boxes.png"} <= set(plots)
+    # The group name reproduces all four of its stages (a dry run: nothing is executed).
+    out = run(["dvc", "repro", "--dry", "--force", "--single-item", "evaluate"], project).stdout
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {f"evaluate@{t}" for t in TASKS}, out
 
 
 def test_prepare_is_deterministic(project):
