@@ -1,7 +1,7 @@
 """Scheduled pipeline runs: the training flow deployed with a cron schedule.
 
-Each scheduled run is the training flow: DVC re-runs what changed, and the register stage
-promotes only through the gates. Schedules live on a Prefect server (``prefect server start``,
+Each scheduled run is the training flow: DVC re-runs what changed, and the register@<task> stages
+promote only through the gates. Schedules live on a Prefect server (``prefect server start``,
 then ``PREFECT_API_URL=http://127.0.0.1:4200/api``); ``serve`` keeps a process that executes them.
 """
 
