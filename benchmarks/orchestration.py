@@ -38,13 +38,15 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -
 
 
 def project_copy(ctx: Context, dest: Path) -> Path:
-    """The committed project (``git archive HEAD``) plus the current DVC outputs, as a fresh git
-    + DVC repo whose lock file is re-committed to match (``dvc commit``): code changed since the
-    real run would otherwise make every stage stale."""
+    """The project as committed with its ``dvc.lock`` (``git archive`` of the last commit that
+    changed it: the code and stages that produced the outputs) plus copies of the DVC outputs,
+    as a fresh git + DVC repo, its lock re-committed to match (``dvc commit``)."""
     env = _env(dest)
     root = dest / "project"
     root.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ctx.root, capture_output=True, check=True).stdout
+    commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", "dvc.lock"], cwd=ctx.root,
+                            capture_output=True, text=True, check=True).stdout.strip() or "HEAD"
+    archive = subprocess.run(["git", "archive", commit], cwd=ctx.root, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x"], cwd=root, input=archive, check=True)
     for name in OUTPUTS:
         if (ctx.root / name).exists():
