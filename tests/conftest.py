@@ -1,6 +1,9 @@
 """Shared test set-up: offline, quiet tools; helpers to build tiny datasets live in tests/helpers.py."""
 
+import functools
+import http.server
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -39,3 +42,16 @@ def _throwaway_export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CNNPIPE_CACHE_DIR", str(tmp_path_factory.mktemp("exports")))
         yield
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """Serve ``tmp_path/www`` on 127.0.0.1; yields (directory, base URL)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -3,10 +3,7 @@ input failing with a message that names the file and the problem."""
 
 from __future__ import annotations
 
-import functools
 import re
-import http.server
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -199,19 +196,6 @@ def test_oxford_pet_box_outside_its_image_fails_the_suite(tmp_path):
     xml.write_text(xml.read_text().replace("<xmax>", "<xmax>9").replace("</xmax>", "0</xmax>"))
     ok, failures = verdict(read("localization", "oxford_pet", path=str(root)))
     assert not ok and "box_inside" in failures
-
-
-@pytest.fixture
-def http_dir(tmp_path):
-    """Serve ``tmp_path/www`` on 127.0.0.1; yields (directory, base URL)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield www, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_oxford_pet_tarball_by_url(tmp_path, http_dir):

@@ -4,12 +4,10 @@ task's dataset re-runs only that task's stages. Oxford-IIIT Pet comes from a loc
 
 from __future__ import annotations
 
-import functools
 import http.server
 import json
 import re
 import sys
-import threading
 
 import pytest
 import yaml
@@ -97,20 +95,8 @@ def test_changing_one_tasks_dataset_reruns_only_that_task(own):
     assert metrics(project, "unet")["n_test"] == 5
 
 
-@pytest.fixture
-def served(tmp_path):
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield www, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_oxford_pet_tarball_by_url_through_the_prepare_stage(tmp_path, served):
-    www, base = served
+def test_oxford_pet_tarball_by_url_through_the_prepare_stage(tmp_path, http_dir):
+    www, base = http_dir
     tar_directory(write_oxford_pet(tmp_path / "pets"), www / "oxford-pet.tar.gz")
     project = make_project(tmp_path, overrides={"datasets": {
         "localization": {"format": "oxford_pet", "url": f"{base}/oxford-pet.tar.gz", "image_size": 32},
