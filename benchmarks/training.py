@@ -44,6 +44,13 @@ class EpochIntervals:
             def on_train_begin(self, logs=None):
                 self.last = time.perf_counter()
                 self.seconds: list[float] = []
+                self.steps: list[int] = []  # training batches per epoch: what was timed
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.steps.append(0)
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.steps[-1] += 1
 
             def on_epoch_end(self, epoch, logs=None):
                 now = time.perf_counter()
@@ -109,13 +116,12 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
     from cnnpipe.models.backbone import build_backbone
     from cnnpipe.models.classifier import build_classifier
     from cnnpipe.models.localizer import build_localizer
-    from cnnpipe.models.transfer import build_transfer_model
     from cnnpipe.models.unet import build_unet
     from cnnpipe.tasks.classification import train_classifier
     from cnnpipe.tasks.common import TrainOutputs
     from cnnpipe.tasks.localization import train_localizer
     from cnnpipe.tasks.segmentation import mask_targets, train_unet
-    from cnnpipe.tasks.transfer import few_label_subset
+    from cnnpipe.tasks.transfer import few_label_subset, transfer_model
     from cnnpipe.train import fingerprint, fit_model, precision_policy
 
     params = load_params(ctx.root / "params.yaml")
@@ -162,12 +168,15 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
     few = _subset(few, steps * fit.batch_size)
     cpar = params.train_classifier
 
+    # The stage's own scratch network (the image pyramid over the classifier-shaped base);
+    # backbone "none" builds exactly it without needing a trained classifier on disk.
+    scratch_params = dataclasses.replace(t, backbone="none")
+
     def build_transfer(fit=fit, shape=few.images.shape[1:]):
         with precision_policy(fit.precision):
-            base = build_backbone(cpar.filters, cpar.convs_per_block, bn_momentum=0.9)
-            return build_transfer_model(base, tuple(shape), n_cls, t.dropout, pretrained=False)
+            return transfer_model(scratch_params, None, cpar, tuple(shape), n_cls, pretrained=False)
 
-    def transfer_pipeline(tmp, cbs, fit=fit, few=few, few_val=few_val):
+    def transfer_pipeline(tmp, cbs, fit=fit, few=few, few_val=few_val, steps=steps):
         from cnnpipe.data.pipeline import make_dataset
 
         o = outs(tmp, "transfer_scratch")
@@ -234,7 +243,7 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
     return benches
 
 
-def _plain_keras(b: StageBench, epochs: int, seed: int) -> list[float]:
+def _plain_keras(b: StageBench, epochs: int, seed: int) -> Any:
     """What a user's one-file Keras script does: build, compile, ``model.fit`` on arrays."""
     _deterministic(False, seed)
     model = b.build()
@@ -243,17 +252,17 @@ def _plain_keras(b: StageBench, epochs: int, seed: int) -> list[float]:
     timer = EpochIntervals()
     model.fit(b.x, b.y, batch_size=b.batch_size, epochs=epochs, validation_data=(b.x_val, b.y_val),
               validation_batch_size=b.val_batch_size, callbacks=[timer], verbose=0)
-    return timer.seconds
+    return timer
 
 
-def _pipeline(b: StageBench, seed: int) -> list[float]:
+def _pipeline(b: StageBench, seed: int) -> Any:
     """The stage's own task function (tf.data input, fit_model with its checkpoints, CSV,
     early stopping), seeded and deterministic as the stage shell sets it."""
     _deterministic(True, seed)
     timer = EpochIntervals()
     with tempfile.TemporaryDirectory(prefix="cnnpipe-bench-") as tmp:
         b.pipeline(Path(tmp), (timer,))
-    return timer.seconds
+    return timer
 
 
 def overhead(ctx: Context) -> Result:
@@ -262,7 +271,12 @@ def overhead(ctx: Context) -> Result:
     epochs = 3  # the first traces and compiles; the best of the other two counts
     for b in _stage_benches(ctx, epochs):
         images = b.steps * b.batch_size
-        runs = {"pipeline": _pipeline(b, ctx.seed)[1:], "plain_keras": _plain_keras(b, epochs, ctx.seed)[1:]}
+        timers = {"pipeline": _pipeline(b, ctx.seed), "plain_keras": _plain_keras(b, epochs, ctx.seed)}
+        steps = {k: set(t.steps) for k, t in timers.items()}
+        if steps["pipeline"] != steps["plain_keras"] or steps["pipeline"] != {b.steps}:
+            raise RuntimeError(f"{b.name}: the two sides ran different work, steps per epoch {steps} "
+                               f"(expected {b.steps}); the ratio would be meaningless")
+        runs = {k: t.seconds[1:] for k, t in timers.items()}
         rate = {k: images / min(v) for k, v in runs.items()}
         ratio = rate["pipeline"] / rate["plain_keras"]
         result.data[b.name] = {

@@ -56,3 +56,17 @@ def test_forward_flops_counts_a_dense_layer():
     inputs = keras.Input((8,))
     model = keras.Model(inputs, keras.layers.Dense(4, use_bias=False)(inputs))
     assert training.forward_flops(model) == 2 * 8 * 4
+
+
+def test_epoch_intervals_count_the_steps_each_epoch_ran():
+    """The overhead section compares the two sides only when these counts agree (a stale
+    ``steps`` in a closure once made the pipeline side run 2x the work)."""
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile("sgd", "mse")
+    timer = training.EpochIntervals()
+    model.fit(np.zeros((24, 4), np.float32), np.zeros((24, 2), np.float32), batch_size=4, epochs=2,
+              steps_per_epoch=3, callbacks=[timer], verbose=0)
+    assert timer.steps == [3, 3] and len(timer.seconds) == 2

@@ -57,7 +57,7 @@ class TransferResult:
     unfrozen_layers: int
 
 
-def _model(
+def transfer_model(
     params: TransferParams,
     classifier: keras.Model | None,
     classifier_params: ClassifierParams,
@@ -124,13 +124,13 @@ def train_transfer(
 
     # 1. scratch: the same architecture, nothing pretrained, everything trainable.
     with precision_policy(fit.precision):
-        scratch = _model(params, classifier, classifier_params, shape, n_classes, pretrained=False)
+        scratch = transfer_model(params, classifier, classifier_params, shape, n_classes, pretrained=False)
     fits["scratch"] = run("scratch", scratch, fit)
     models["scratch"] = fits["scratch"].model
 
     # 2. feature extraction: frozen pretrained base, new head.
     with precision_policy(fit.precision):
-        extractor = _model(params, classifier, classifier_params, shape, n_classes, pretrained=True)
+        extractor = transfer_model(params, classifier, classifier_params, shape, n_classes, pretrained=True)
         next(layer for layer in extractor.layers if isinstance(layer, keras.Model)).trainable = False
     fits["feature_extraction"] = run("feature_extraction", extractor, fit)
     models["feature_extraction"] = fits["feature_extraction"].model
