@@ -25,13 +25,10 @@ run: setup
 	dvc repro
 
 # Quick profile: every stage (in dvc.yaml's order) on a small slice, outputs under quick/,
-# outside DVC's lock. A foreach group (evaluate@classifier, ...) runs once, without --task:
-# every task in one process. Registration is left to real runs.
+# outside DVC's lock, all in one Python process (stages/__main__.py). A foreach group
+# (evaluate@classifier, ...) runs once, without --task: every task. Registration is left to real runs.
 quick: setup
-	@for stage in $$(dvc stage list --name-only | sed 's/@.*//' | uniq); do \
-	  [ "$$stage" = register ] && continue; \
-	  echo "== $$stage"; python -m stages.$$stage --params params.quick.yaml || exit 1; \
-	done
+	$(BIN)/python -m stages --params params.quick.yaml --skip register
 
 # Benchmarks (figures, not tests): prints a table, writes benchmarks/results.json. Reads the
 # real data/ and models/ (run `make run` first), writes only to temp dirs. BENCH_QUICK=1: ~2 min

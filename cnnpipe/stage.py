@@ -24,7 +24,7 @@ log = logging.getLogger("cnnpipe")
 def run_stage(name: str, body: Callable[[Params], None], argv: list[str] | None = None) -> None:
     """Parse ``--params``, load and validate them, run ``body``; a user error exits 1 with one line."""
     args = _parser(name).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s", force=True)
     _run(name, args.params, body)
 
 
@@ -37,7 +37,7 @@ def run_task_stage(
     parser = _parser(name)
     parser.add_argument("--task", choices=tasks, help="run this task only (default: every task)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"[{name}@{args.task or '*'}] %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"[{name}@{args.task or '*'}] %(message)s", force=True)
     for task in [args.task] if args.task else tasks:
         _run(f"{name}@{task}", args.params, lambda params, task=task: body(params, task))
 
