@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -34,6 +35,12 @@ PARITY_ATOL = 1e-4
 REGRESSION_ATOL = 1e-3
 
 Outputs = np.ndarray | dict[str, np.ndarray]
+# How the converter names an op it has no kernel for (e.g. antialiased resize, ScaleAndTranslate).
+_UNSUPPORTED_OP = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
+
+
+class ExportError(RuntimeError):
+    """The model cannot be converted; the message names the ops TFLite lacks."""
 
 
 class Predictor(Protocol):
@@ -113,7 +120,13 @@ def to_tflite(model: Any) -> bytes:
     # The converter exports a SavedModel first and prints its signature: keep stdout clean.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        return converter.convert()
+        try:
+            return converter.convert()
+        except Exception as err:  # the converter's errors are pages of MLIR: keep what matters
+            ops = sorted(set(_UNSUPPORTED_OP.findall(str(err))))
+            first_line = (str(err).strip().splitlines() or [""])[0][:300]
+            what = f"ops with no TFLite kernel: {', '.join(ops)}" if ops else f"{type(err).__name__}: {first_line}"
+            raise ExportError(f"TFLite cannot convert this model ({what})") from None
 
 
 class TFLitePredictor:
@@ -256,18 +269,30 @@ def write_atomic(path: Path, content: bytes) -> None:
 
 
 def tflite_predictor(model: Any, cache: Path | None = None) -> TFLitePredictor:
-    """The model's TFLite export, converted once and cached by :func:`model_digest`."""
+    """The model's TFLite export, converted once and cached by :func:`model_digest`; a model
+    that cannot be converted is remembered too (``<digest>.failed``), so it is tried once."""
     path = None if cache is None else cache / f"{model_digest(model)}.tflite"
+    failed = None if path is None else path.with_suffix(".failed")
     if path is not None and path.is_file():
         content = path.read_bytes()
+    elif failed is not None and failed.is_file():
+        raise ExportError(failed.read_text())
     else:
-        content = to_tflite(model)
-        if path is not None:
-            try:
-                write_atomic(path, content)
-            except OSError:
-                pass  # an unwritable cache only costs the next call a conversion
+        try:
+            content = to_tflite(model)
+        except ExportError as err:
+            _cache(failed, str(err).encode())
+            raise
+        _cache(path, content)
     return TFLitePredictor(content, tuple(model.input_shape))
+
+
+def _cache(path: Path | None, content: bytes) -> None:
+    if path is not None:
+        try:
+            write_atomic(path, content)
+        except OSError:
+            pass  # an unwritable cache only costs the next call a conversion
 
 
 def choose_predictor(

@@ -70,3 +70,16 @@ def test_epoch_intervals_count_the_steps_each_epoch_ran():
     model.fit(np.zeros((24, 4), np.float32), np.zeros((24, 2), np.float32), batch_size=4, epochs=2,
               steps_per_epoch=3, callbacks=[timer], verbose=0)
     assert timer.steps == [3, 3] and len(timer.seconds) == 2
+
+
+def test_a_child_process_reports_its_own_peak_memory_not_its_parents():
+    """The scaling section's children must not inherit the bench process's peak (Linux's
+    ru_maxrss does, across fork and exec)."""
+    import subprocess
+    import sys
+
+    held = np.ones((300, 1024, 1024), np.uint8)  # 300 MiB resident in this (parent) process
+    code = "from benchmarks.scaling import _peak_mib; print(_peak_mib())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=runner.ROOT).stdout
+    assert held.sum() > 0 and float(out) < 200

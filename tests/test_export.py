@@ -107,3 +107,26 @@ def test_predict_through_the_export_gives_the_keras_answer(images, tmp_path):
     assert str(cli.predict_image(predictor, "class", names, path, image)) == str(
         cli.predict_image(model, "class", names, path, image))
     assert cli._predictor(model, [cli.model_input(image, model.input_shape[1:])], "keras").backend == "keras"
+
+
+def test_an_unconvertible_model_names_the_op_is_tried_once_and_predicts_through_keras(images, tmp_path, monkeypatch):
+    """The transfer pyramid downscales with antialiasing (ScaleAndTranslate), which TFLite has
+    no kernel for: a short error naming it, remembered in the cache, and Keras serves."""
+    import keras
+
+    inputs = keras.Input((12, 12, 1), name="image")
+    x = keras.layers.Resizing(8, 8, antialias=True)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3)(x))
+    model = keras.Model(inputs, keras.layers.Softmax()(x))
+    with pytest.raises(export.ExportError, match=r"ops with no TFLite kernel: ScaleAndTranslate\)$"):
+        export.tflite_predictor(model, cache=tmp_path)
+    assert (tmp_path / f"{export.model_digest(model)}.failed").is_file()
+
+    def must_not_convert(model):
+        raise AssertionError("converted again despite the cached failure")
+
+    monkeypatch.setattr(export, "to_tflite", must_not_convert)
+    with pytest.warns(UserWarning, match="ScaleAndTranslate"):
+        predictor, checks = export.choose_predictor(model, images, cache=tmp_path)
+    assert predictor.backend == "keras" and not checks[0].passed
+    np.testing.assert_allclose(predictor(images), model(images).numpy(), atol=1e-6)
