@@ -40,7 +40,11 @@ _UNSUPPORTED_OP = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex 
 
 
 class ExportError(RuntimeError):
-    """The model cannot be converted; the message names the ops TFLite lacks."""
+    """The model cannot be converted; the message names the ops TFLite lacks (``ops``)."""
+
+    def __init__(self, message: str, ops: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.ops = ops
 
 
 class Predictor(Protocol):
@@ -123,10 +127,10 @@ def to_tflite(model: Any) -> bytes:
         try:
             return converter.convert()
         except Exception as err:  # the converter's errors are pages of MLIR: keep what matters
-            ops = sorted(set(_UNSUPPORTED_OP.findall(str(err))))
+            ops = tuple(sorted(set(_UNSUPPORTED_OP.findall(str(err)))))
             first_line = (str(err).strip().splitlines() or [""])[0][:300]
             what = f"ops with no TFLite kernel: {', '.join(ops)}" if ops else f"{type(err).__name__}: {first_line}"
-            raise ExportError(f"TFLite cannot convert this model ({what})") from None
+            raise ExportError(f"TFLite cannot convert this model ({what})", ops) from None
 
 
 class TFLitePredictor:
@@ -270,7 +274,8 @@ def write_atomic(path: Path, content: bytes) -> None:
 
 def tflite_predictor(model: Any, cache: Path | None = None) -> TFLitePredictor:
     """The model's TFLite export, converted once and cached by :func:`model_digest`; a model
-    that cannot be converted is remembered too (``<digest>.failed``), so it is tried once."""
+    whose ops TFLite lacks is remembered too (``<digest>.failed``), so it is tried once; any
+    other conversion failure may be passing and is not remembered."""
     path = None if cache is None else cache / f"{model_digest(model)}.tflite"
     failed = None if path is None else path.with_suffix(".failed")
     if path is not None and path.is_file():
@@ -281,7 +286,8 @@ def tflite_predictor(model: Any, cache: Path | None = None) -> TFLitePredictor:
         try:
             content = to_tflite(model)
         except ExportError as err:
-            _cache(failed, str(err).encode())
+            if err.ops:
+                _cache(failed, str(err).encode())
             raise
         _cache(path, content)
     return TFLitePredictor(content, tuple(model.input_shape))
