@@ -79,8 +79,8 @@ def run(ctx: Context) -> Result:
         try:
             backends["tflite"] = export.TFLitePredictor(export.to_tflite(model), model.input_shape)
         except export.ExportError as err:  # Keras rows still count; `cnnpipe predict` uses Keras for it
-            result.row(f"{name}: tflite", "not exported", str(err))
-            result.data[name] = {"policy": policy, "export_error": str(err)}
+            export_error = str(err)
+            result.row(f"{name}: tflite", "not exported", export_error)
         convert_s = time.perf_counter() - start
         figures = {}
         for backend, fn in backends.items():
@@ -91,7 +91,7 @@ def run(ctx: Context) -> Result:
             result.row(f"{name}: {backend}", f"p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms",
                        f"batch {BATCH}: {rate:.0f} img/s")
         if "tflite" not in backends:
-            result.data[name]["backends"] = figures
+            result.data[name] = {"policy": policy, "export_error": export_error, "backends": figures}
             continue
         # Parity on the (whole) test set: TFLite vs the same weights in Keras float32, and, for
         # the record, vs the model as trained (mixed bfloat16 where the CPU has it).

@@ -2,7 +2,7 @@
 order, in one Python process, exactly as ``python -m stages.<name> --params FILE`` would run it.
 
 The quick profile (``make quick``) uses it: TensorFlow, Keras and MLflow start once instead of
-once per stage (about 4 s each here). A ``foreach`` group such as ``evaluate@<task>`` runs once,
+once per stage (importing them takes about 4.6 s here). A ``foreach`` group such as ``evaluate@<task>`` runs once,
 without ``--task``: every task in turn. DVC is not involved (nothing is cached, locked or skipped):
 the real pipeline is ``dvc repro``. The first failing stage stops the run with its exit status.
 """
