@@ -4,7 +4,6 @@ Keras ``model(x)``, ``model.predict`` and its TFLite export, with the export's p
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +19,7 @@ BATCH = 256
 
 
 def _test_images(ctx: Context, which: str, n: int | None) -> np.ndarray:
-    from cnnpipe.data.arrays import load_classification, load_scenes
+    from cnnpipe.data.prepared import load_classification, load_scenes
 
     if which == "classification":
         x = load_classification(ctx.prepared / "classification", "test").images
@@ -57,8 +56,8 @@ def throughput(fn, x: np.ndarray, repeats: int) -> float:
 
 
 def run(ctx: Context) -> Result:
-    from cnnpipe import export
-    from cnnpipe.tasks.common import load_model
+    from cnnpipe.serving import export
+    from cnnpipe.training.outputs import load_model
 
     result = Result()
     n_single, repeats = ctx.pick(50, 200), ctx.pick(1, 3)

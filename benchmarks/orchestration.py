@@ -91,8 +91,8 @@ def run(ctx: Context) -> Result:
 
 def mlflow_epoch_ms(tmp: Path, epochs: int) -> dict[str, float]:
     """The stages' epoch callback (``StageRun.epoch_logger``) logging a classifier epoch's logs."""
-    from cnnpipe import tracking
     from cnnpipe.config import TrackingParams
+    from cnnpipe.tracking import runs as tracking
 
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:

@@ -72,10 +72,10 @@ def _profile(quick: bool) -> dict:
 def child_generate(out: Path, raw: Path, n_train: int, n_val: int, shard_size: int, seed: int) -> dict:
     """Compose the scenes as the prepare stage does with ``shard_size`` (no GX report)."""
     from cnnpipe.config import ScenesParams
-    from cnnpipe.data.fetch import FASHION_MNIST_SPLITS
-    from cnnpipe.data.idx import read_idx_pair
-    from cnnpipe.data.prepare import split_items
-    from cnnpipe.data.shards import write_scene_shards
+    from cnnpipe.data.raw.fetch import FASHION_MNIST_SPLITS
+    from cnnpipe.data.raw.idx import read_idx_pair
+    from cnnpipe.data.scenes.shards import write_scene_shards
+    from cnnpipe.data.splits import split_items
     from cnnpipe.io import read_json, write_json
 
     start = time.perf_counter()
@@ -98,11 +98,11 @@ def child_train(scenes: Path, mode: str, steps: int, batch_size: int, filters: l
     import keras
 
     from cnnpipe.config import AugmentParams, FitParams, UnetParams
-    from cnnpipe.data.arrays import load_scenes
-    from cnnpipe.data.shards import examples, open_scenes
+    from cnnpipe.data.prepared import load_scenes
+    from cnnpipe.data.scenes.shards import examples, open_scenes
     from cnnpipe.seeding import set_global_seed
-    from cnnpipe.tasks.common import TrainOutputs
-    from cnnpipe.tasks.segmentation import train_unet
+    from cnnpipe.training.outputs import TrainOutputs
+    from cnnpipe.training.unet import train_unet
 
     set_global_seed(seed)
     load = open_scenes if mode == "stream" else load_scenes

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,7 +97,7 @@ class StageBench:
 
 
 def _subset(split, n: int):
-    from cnnpipe.data.arrays import Split
+    from cnnpipe.data.prepared import Split
 
     take = lambda a: None if a is None else a[:n]  # noqa: E731
     return Split(images=split.images[:n], labels=split.labels[:n], boxes=take(split.boxes), masks=take(split.masks))
@@ -111,18 +110,18 @@ def _float(images: np.ndarray) -> np.ndarray:
 def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
     keras = _keras()
     from cnnpipe.config import load_params
-    from cnnpipe.data.arrays import class_names, load_classification, load_scenes
-    from cnnpipe.losses import BoxIoU, BoxLoss, DiceCrossentropy, DiceScore
+    from cnnpipe.data.prepared import class_names, load_classification, load_scenes
     from cnnpipe.models.backbone import build_backbone
     from cnnpipe.models.classifier import build_classifier
     from cnnpipe.models.localizer import build_localizer
+    from cnnpipe.models.losses import BoxIoU, BoxLoss, DiceCrossentropy, DiceScore
     from cnnpipe.models.unet import build_unet
-    from cnnpipe.tasks.classification import train_classifier
-    from cnnpipe.tasks.common import TrainOutputs
-    from cnnpipe.tasks.localization import train_localizer
-    from cnnpipe.tasks.segmentation import mask_targets, train_unet
-    from cnnpipe.tasks.transfer import few_label_subset, transfer_model
-    from cnnpipe.train import fingerprint, fit_model, precision_policy
+    from cnnpipe.training.classifier import train_classifier
+    from cnnpipe.training.fit import fingerprint, fit_model, precision_policy
+    from cnnpipe.training.localizer import train_localizer
+    from cnnpipe.training.outputs import TrainOutputs
+    from cnnpipe.training.transfer import few_label_subset, transfer_model
+    from cnnpipe.training.unet import mask_targets, train_unet
 
     params = load_params(ctx.root / "params.yaml")
     seed, augment = ctx.seed, params.augment
@@ -299,9 +298,11 @@ def forward_flops(model: Any) -> float:
     """Floating-point operations of one forward pass on one example (TF's profiler on the
     frozen float32 graph: convolutions, matmuls, element-wise ops)."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
-    from cnnpipe.export import float32_model
+    from cnnpipe.serving.export import float32_model
 
     fp32 = float32_model(model)
     spec = tf.TensorSpec((1, *fp32.input_shape[1:]), tf.float32)
@@ -337,7 +338,7 @@ def classifier_step_rate(ctx: Context, precision: str, steps: int) -> float:
     keras = _keras()
     from cnnpipe.config import load_params
     from cnnpipe.models.classifier import build_classifier
-    from cnnpipe.train import precision_policy
+    from cnnpipe.training.fit import precision_policy
 
     p = load_params(ctx.root / "params.yaml").train_classifier
     with precision_policy(precision):
@@ -355,7 +356,7 @@ def classifier_step_rate(ctx: Context, precision: str, steps: int) -> float:
 def limit(ctx: Context) -> Result:
     from cnnpipe.config import load_params
     from cnnpipe.models.classifier import build_classifier
-    from cnnpipe.train import resolve_precision
+    from cnnpipe.training.fit import resolve_precision
 
     result = Result()
     p = load_params(ctx.root / "params.yaml").train_classifier
@@ -409,7 +410,7 @@ SETTINGS = {
 
 
 def _probe(ctx: Context, env_extra: dict[str, str], precision: str, steps: int) -> float:
-    from cnnpipe.train import resolve_precision
+    from cnnpipe.training.fit import resolve_precision
 
     if precision == "mixed_bfloat16":
         precision = resolve_precision("auto")  # float32 where the CPU has no bfloat16
@@ -422,9 +423,9 @@ def _probe(ctx: Context, env_extra: dict[str, str], precision: str, steps: int) 
 def input_pipeline_rate(ctx: Context, augment: bool, n_batches: int) -> float:
     """Images/s the classifier's tf.data pipeline produces alone (no model)."""
     from cnnpipe.config import load_params
-    from cnnpipe.data.arrays import load_classification
     from cnnpipe.data.augment import augment_images
     from cnnpipe.data.pipeline import make_dataset
+    from cnnpipe.data.prepared import load_classification
 
     params = load_params(ctx.root / "params.yaml")
     train = load_classification(ctx.prepared / "classification", "train")
@@ -475,9 +476,9 @@ def time_to_accuracy(ctx: Context) -> Result:
     """Train the default classifier recipe, test accuracy after each epoch, stop at the target."""
     keras = _keras()
     from cnnpipe.config import load_params
-    from cnnpipe.data.arrays import class_names, load_classification
-    from cnnpipe.tasks.classification import train_classifier
-    from cnnpipe.tasks.common import TrainOutputs
+    from cnnpipe.data.prepared import class_names, load_classification
+    from cnnpipe.training.classifier import train_classifier
+    from cnnpipe.training.outputs import TrainOutputs
 
     params = load_params(ctx.root / "params.yaml")
     p = params.train_classifier

@@ -39,7 +39,7 @@ def _params(args: argparse.Namespace) -> Params:
 
 def _registry(args: argparse.Namespace) -> tuple[Params, Any, Any]:
     """Params, the MLflow connection and its client."""
-    from cnnpipe.tracking import connect
+    from cnnpipe.tracking.runs import connect
 
     params = _params(args)
     conn = connect(params.tracking, Path(args.params).resolve().parent)
@@ -52,7 +52,7 @@ def _registry(args: argparse.Namespace) -> tuple[Params, Any, Any]:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from cnnpipe import registry
+    from cnnpipe.registry import promotion as registry
 
     params, conn, client = _registry(args)
     gate = registry.gate_for(params.register, args.name)
@@ -66,7 +66,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from cnnpipe import registry
+    from cnnpipe.registry import promotion as registry
 
     _, conn, client = _registry(args)
     before = registry.alias_version(client, args.name, registry.CHAMPION)
@@ -76,7 +76,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from cnnpipe import registry
+    from cnnpipe.registry import promotion as registry
 
     _, _, client = _registry(args)
     info = registry.describe(client, args.ref)
@@ -185,7 +185,7 @@ def predict_image(model: Any, kind: str, class_names: Sequence[str], path: Path,
     as ``<stem>.mask.png``."""
     from PIL import Image
 
-    from cnnpipe.export import KerasPredictor
+    from cnnpipe.serving.export import KerasPredictor
 
     if not hasattr(model, "backend"):  # a Keras model rather than a cnnpipe.export predictor
         model = KerasPredictor(model)
@@ -222,7 +222,7 @@ def load_registered_model(version: Any) -> Any:
     from mlflow.models import Model
 
     from cnnpipe.errors import ModelError
-    from cnnpipe.tasks.common import load_model
+    from cnnpipe.training.outputs import load_model
 
     uri = f"models:/{version.name}/{version.version}"
     with tempfile.TemporaryDirectory(prefix="cnnpipe-predict-") as tmp:
@@ -242,7 +242,7 @@ def load_registered_model(version: Any) -> Any:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cnnpipe import registry
+    from cnnpipe.registry import promotion as registry
 
     _, _, client = _registry(args)
     version = registry.resolve(client, args.ref)
@@ -260,7 +260,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predictor(model: Any, inputs: list[np.ndarray], backend: str) -> Any:
     """The fastest backend allowed by ``--backend`` whose outputs match Keras on these inputs
     plus a few seeded random ones (parity); Keras when none does."""
-    from cnnpipe import export
+    from cnnpipe.serving import export
 
     if backend == "keras":
         return export.KerasPredictor(model)
@@ -314,7 +314,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from cnnpipe import lineage, tracking
+    from cnnpipe.tracking import lineage
+    from cnnpipe.tracking import runs as tracking
 
     params = _params(args)
     root = lineage.store_root(lineage.project_root(Path(args.params).resolve().parent))

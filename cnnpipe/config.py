@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from cnnpipe.errors import CnnpipeError
+from cnnpipe.taskspec import DATASET_FORMATS
 
 
 class ParamsError(CnnpipeError, ValueError):
@@ -315,13 +316,6 @@ class EvaluateParams:
                 raise ParamsError(f"evaluate.{name}: must be >= 0, got {getattr(self, name)!r}")
 
 
-# Each task's own-data formats (the first is the default: Fashion-MNIST and the scenes built
-# from it). `folders`, `idx`, `csv` and `oxford_pet` read the user's files; see the README.
-TASK_FORMATS: dict[str, tuple[str, ...]] = {
-    "classification": ("fashion_mnist", "idx", "folders"),
-    "localization": ("scenes", "oxford_pet", "csv"),
-    "segmentation": ("scenes", "folders", "oxford_pet"),
-}
 OXFORD_CLASSES = ("species", "breed")
 DEFAULT_IMAGE_SIZE = 64  # side images of files are resized to when image_size is null
 
@@ -330,7 +324,7 @@ DEFAULT_IMAGE_SIZE = 64  # side images of files are resized to when image_size i
 class DatasetParams:
     """Where one task's data comes from. Only ``format`` is needed for the defaults."""
 
-    format: str = ""  # required: one of TASK_FORMATS[task]
+    format: str = ""  # required: one of DATASET_FORMATS[task]
     path: str | None = None  # a directory (idx, folders, oxford_pet) or a CSV file; absolute for `dvc exp`
     url: str | None = None  # oxford_pet only: a .tar(.gz) holding the layout, or the base of the official two
     image_size: int | None = None  # square side the images are resized to; null: IDX header size, else 64
@@ -342,8 +336,8 @@ class DatasetParams:
 
     def check(self, task: str) -> None:
         where = f"datasets.{task}"
-        _choice(f"{where}.format", self.format, TASK_FORMATS[task])
-        default = self.format == TASK_FORMATS[task][0]
+        _choice(f"{where}.format", self.format, DATASET_FORMATS[task])
+        default = self.format == DATASET_FORMATS[task][0]
         if default and (self.path or self.url):
             raise ParamsError(f"{where}: format {self.format!r} is built in; path/url apply to the other formats")
         if self.format == "oxford_pet":
@@ -378,7 +372,7 @@ class DatasetsParams:
     segmentation: DatasetParams = field(default_factory=lambda: DatasetParams("scenes"))
 
     def __post_init__(self) -> None:
-        for task in TASK_FORMATS:
+        for task in DATASET_FORMATS:
             getattr(self, task).check(task)
         loc, seg = self.localization, self.segmentation
         # Both read from one prepared directory then (data/prepared/oxford_pet): one source.

@@ -14,9 +14,9 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 
-from cnnpipe import registry
 from cnnpipe.config import load_params
-from cnnpipe.tracking import Connection, connect
+from cnnpipe.registry import promotion as registry
+from cnnpipe.tracking.runs import Connection, connect
 
 CONCURRENCY_LIMIT = "cnnpipe-promotion"
 

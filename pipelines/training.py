@@ -19,10 +19,10 @@ from prefect.context import get_run_context
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
-from cnnpipe import tracking
 from cnnpipe.config import load_params
 from cnnpipe.errors import CnnpipeError
-from cnnpipe.lineage import repro_stage, stage_order
+from cnnpipe.tracking import runs as tracking
+from cnnpipe.tracking.lineage import repro_stage, stage_order
 
 IO_STAGES = frozenset({"fetch"})  # network and disk: worth retrying; a training bug is not
 REPORT_KEY = "cnnpipe-training-report"

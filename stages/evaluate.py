@@ -13,14 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnnpipe import evaluation as ev
-from cnnpipe import metrics, plots
 from cnnpipe.config import Params
-from cnnpipe.data.arrays import Split, class_names, load_classification, load_scenes
-from cnnpipe.data.datasets import index_masks, prepared_dir
+from cnnpipe.data.formats.prepare_own import index_masks, prepared_dir
+from cnnpipe.data.prepared import Split, class_names, load_classification, load_scenes
+from cnnpipe.evaluation import evaluate as ev
+from cnnpipe.evaluation import plots
+from cnnpipe.evaluation import scoring as metrics
 from cnnpipe.io import write_json
-from cnnpipe.stage import run_task_stage
-from cnnpipe.tracking import stage_run
+from cnnpipe.stage_shell import run_task_stage
+from cnnpipe.taskspec import TASKS, TRANSFER_VARIANTS
+from cnnpipe.tracking.runs import stage_run
 
 log = logging.getLogger("cnnpipe")
 
@@ -49,10 +51,10 @@ def evaluate_transfer(params: Params, models: dict[str, Any], data_dir: Path, fi
     """The same test scenes' labels for all three modes; no figure."""
     test = load_scenes(data_dir, "test")
     report = ev.evaluate_transfer(
-        {m: models[f"transfer/{m}.keras"] for m in ev.TRANSFER_MODES}, test.images, test.labels,
+        {m: models[f"transfer/{m}.keras"] for m in TRANSFER_VARIANTS}, test.images, test.labels,
         params.transfer.backbone, params.transfer.labels_per_class,
     )
-    log.info("transfer: %s", {m: round(report[m]["accuracy"], 4) for m in ev.TRANSFER_MODES})
+    log.info("transfer: %s", {m: round(report[m]["accuracy"], 4) for m in TRANSFER_VARIANTS})
     return report, test, []
 
 
@@ -94,7 +96,7 @@ def main(params: Params, task: str) -> None:
     # Own localization / segmentation data lives in <prepared>/<format>; the default is the scenes.
     data_dir = prepared_dir(params, task)
     out = Path(params.paths.metrics) / f"{task}.json"
-    model_path = models_dir / ev.TASK_MODELS[task][0].split("/")[0]  # transfer: its directory
+    model_path = models_dir / TASKS[task].model_path
     inputs = {data_dir.name: data_dir, task: model_path}
     with stage_run(f"evaluate@{task}", params, param_sections=["evaluate"], inputs=inputs) as run:
         # The model first: a missing one fails before the test data is read.
@@ -111,4 +113,4 @@ def main(params: Params, task: str) -> None:
 
 
 if __name__ == "__main__":
-    run_task_stage("evaluate", main, ev.TASKS)
+    run_task_stage("evaluate", main, tuple(TASKS))

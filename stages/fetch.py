@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from cnnpipe.config import Params
-from cnnpipe.data.fetch import dataset_spec, fetch_dataset
-from cnnpipe.lineage import content_hash
-from cnnpipe.stage import run_stage
-from cnnpipe.tracking import stage_run
+from cnnpipe.data.raw.fetch import dataset_spec, fetch_dataset
+from cnnpipe.stage_shell import run_stage
+from cnnpipe.tracking.lineage import content_hash
+from cnnpipe.tracking.runs import stage_run
 
 log = logging.getLogger("cnnpipe")
 

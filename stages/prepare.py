@@ -22,18 +22,22 @@ from typing import Any
 import numpy as np
 
 from cnnpipe.config import Params, to_dict
-from cnnpipe.data.fetch import FASHION_MNIST_SPLITS
-from cnnpipe.data.idx import read_idx_pair
-from cnnpipe.data.manifest import scenes_manifest
-from cnnpipe.data.datasets import is_own, prepare_own, prepared_dir
-from cnnpipe.data.prepare import SPLITS, split_items
-from cnnpipe.data.scenes import build_scene_splits
-from cnnpipe.data.shards import sharded_scenes_manifest, write_scene_shards
-from cnnpipe.data.validation import raise_if_failed, validate_scenes, write_report
+from cnnpipe.data.formats.prepare_own import is_own, prepare_own, prepared_dir
+from cnnpipe.data.raw.fetch import FASHION_MNIST_SPLITS
+from cnnpipe.data.raw.idx import read_idx_pair
+from cnnpipe.data.scenes.compose import build_scene_splits
+from cnnpipe.data.scenes.shards import sharded_scenes_manifest, write_scene_shards
+from cnnpipe.data.splits import SPLITS, split_items
+from cnnpipe.data.validation.manifest import scenes_manifest
+from cnnpipe.data.validation.suites import (
+    raise_if_failed,
+    validate_scenes,
+    write_report,
+)
 from cnnpipe.errors import DataError
 from cnnpipe.io import atomic_dir, read_json, save_array, write_json
-from cnnpipe.stage import run_stage
-from cnnpipe.tracking import stage_run
+from cnnpipe.stage_shell import run_stage
+from cnnpipe.tracking.runs import stage_run
 
 log = logging.getLogger("cnnpipe")
 

@@ -13,14 +13,14 @@ import logging
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.datasets import is_own, prepare_own, report_dir
-from cnnpipe.data.fetch import FASHION_MNIST_SPLITS
-from cnnpipe.data.idx import read_idx_pair
-from cnnpipe.data.prepare import classification_arrays, split_items
+from cnnpipe.data.formats.prepare_own import is_own, prepare_own, report_dir
+from cnnpipe.data.raw.fetch import FASHION_MNIST_SPLITS
+from cnnpipe.data.raw.idx import read_idx_pair
+from cnnpipe.data.splits import classification_arrays, split_items
 from cnnpipe.errors import DataError
 from cnnpipe.io import atomic_dir, read_json, save_array, write_json
-from cnnpipe.stage import run_stage
-from cnnpipe.tracking import stage_run
+from cnnpipe.stage_shell import run_stage
+from cnnpipe.tracking.runs import stage_run
 
 log = logging.getLogger("cnnpipe")
 

@@ -16,16 +16,24 @@ from typing import Any
 import numpy as np
 
 from cnnpipe.config import Params
-from cnnpipe.data.arrays import class_names
-from cnnpipe.data.datasets import prepared_dir
+from cnnpipe.data.formats.prepare_own import prepared_dir
+from cnnpipe.data.prepared import class_names, test_split
 from cnnpipe.errors import DataError
-from cnnpipe.evaluation import PRODUCERS, as_model_input
-from cnnpipe.io import load_array, read_json, write_json
-from cnnpipe.lineage import content_hash
-from cnnpipe.registry import TASKS, Gate, actor, gates, lock_path, promote, register_version
-from cnnpipe.stage import run_task_stage
-from cnnpipe.tasks.common import load_model
-from cnnpipe.tracking import numeric_metrics, stage_run
+from cnnpipe.evaluation.evaluate import as_model_input
+from cnnpipe.io import read_json, write_json
+from cnnpipe.registry.promotion import (
+    Gate,
+    actor,
+    gates,
+    lock_path,
+    promote,
+    register_version,
+)
+from cnnpipe.stage_shell import run_task_stage
+from cnnpipe.taskspec import PRODUCERS, TASKS
+from cnnpipe.tracking.lineage import content_hash
+from cnnpipe.tracking.runs import numeric_metrics, stage_run
+from cnnpipe.training.outputs import load_model
 
 log = logging.getLogger("cnnpipe")
 
@@ -50,7 +58,7 @@ def register_task(params: Params, gate: Gate) -> dict[str, Any]:
     with stage_run(f"register@{task.key}", params, param_sections=[*task.sections, "register"],
                    inputs=inputs) as run:
         names = class_names(data_dir)
-        test_images = load_array(data_dir / f"{task.test_images}.npy", mmap=True)
+        test_images = test_split(data_dir).images
         example = as_model_input(np.asarray(test_images[:N_EXAMPLES]))
         info = run.log_keras_model(
             load_model(model_path, PRODUCERS[task.model_file]), "model", example,
@@ -59,7 +67,7 @@ def register_task(params: Params, gate: Gate) -> dict[str, Any]:
         run.log_metrics(metrics)
         run.log_artifacts(metrics_path, "metrics")
         test_set = content_hash(data_dir, "*test*")
-        run.log_dataset(test_images, f"{task.data}-test", test_set, source=data_dir, context="testing")
+        run.log_dataset(test_images, f"{data_dir.name}-test", test_set, source=data_dir, context="testing")
         client = run.connection.client()
         version = register_version(
             client, info.model_uri, gate, run_id=run.run_id, model_id=info.model_id, metrics=numeric_metrics(metrics),
@@ -72,7 +80,7 @@ def register_task(params: Params, gate: Gate) -> dict[str, Any]:
     verdict = "promoted to @champion" if decision.promote else "stays @challenger"
     log.info("%s version %s %s: %s", gate.name, version.version, verdict, decision.reason)
     return {
-        "name": gate.name, "version": version.version, "metric": task.metric,
+        "name": gate.name, "version": version.version, "metric": task.gate_metric,
         "value": task.gate_value(metrics), "promoted": decision.promote, "reason": decision.reason,
     }
 
@@ -84,4 +92,4 @@ def main(params: Params, task: str) -> None:
 
 
 if __name__ == "__main__":
-    run_task_stage("register", main, [t.key for t in TASKS])
+    run_task_stage("register", main, tuple(TASKS))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.arrays import class_names, load_classification
+from cnnpipe.data.prepared import class_names, load_classification
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.stage import publish_summary, run_stage
-from cnnpipe.tasks.classification import train_classifier
-from cnnpipe.tasks.common import TrainOutputs, save_model
-from cnnpipe.tracking import stage_run
+from cnnpipe.stage_shell import publish_summary, run_stage
+from cnnpipe.tracking.runs import stage_run
+from cnnpipe.training.classifier import train_classifier
+from cnnpipe.training.outputs import TrainOutputs, save_model
 
 
 def main(params: Params) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnpipe.config import Params
+from cnnpipe.data.formats.prepare_own import prepared_dir
+from cnnpipe.data.prepared import class_names
+from cnnpipe.data.scenes.shards import ShardedSplit, open_scenes
 from cnnpipe.errors import DataError
-from cnnpipe.data.arrays import class_names
-from cnnpipe.data.datasets import prepared_dir
-from cnnpipe.data.shards import ShardedSplit, open_scenes
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.stage import publish_summary, run_stage
-from cnnpipe.tasks.common import TrainOutputs, load_model, save_model
-from cnnpipe.tasks.localization import train_localizer
-from cnnpipe.tracking import stage_run
+from cnnpipe.stage_shell import publish_summary, run_stage
+from cnnpipe.tracking.runs import stage_run
+from cnnpipe.training.localizer import train_localizer
+from cnnpipe.training.outputs import TrainOutputs, load_model, save_model
 
 
 def main(params: Params) -> None:

@@ -6,14 +6,14 @@ import dataclasses
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.arrays import class_names
-from cnnpipe.data.datasets import index_masks, prepared_dir
-from cnnpipe.data.shards import ShardedSplit, open_scenes
+from cnnpipe.data.formats.prepare_own import index_masks, prepared_dir
+from cnnpipe.data.prepared import class_names
+from cnnpipe.data.scenes.shards import ShardedSplit, open_scenes
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.stage import publish_summary, run_stage
-from cnnpipe.tasks.common import TrainOutputs, save_model
-from cnnpipe.tasks.segmentation import train_unet
-from cnnpipe.tracking import stage_run
+from cnnpipe.stage_shell import publish_summary, run_stage
+from cnnpipe.tracking.runs import stage_run
+from cnnpipe.training.outputs import TrainOutputs, save_model
+from cnnpipe.training.unet import train_unet
 
 
 def main(params: Params) -> None:

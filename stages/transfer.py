@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.arrays import class_names, load_scenes
+from cnnpipe.data.prepared import class_names, load_scenes
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.stage import publish_summary, run_stage
-from cnnpipe.tasks.common import load_model, save_model
-from cnnpipe.tasks.transfer import train_transfer, transfer_outputs
-from cnnpipe.tracking import stage_run
+from cnnpipe.stage_shell import publish_summary, run_stage
+from cnnpipe.tracking.runs import stage_run
+from cnnpipe.training.outputs import load_model, save_model
+from cnnpipe.training.transfer import train_transfer, transfer_outputs
 
 
 def main(params: Params) -> None:

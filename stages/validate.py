@@ -10,13 +10,17 @@ import logging
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.idx import read_idx_pair
-from cnnpipe.data.manifest import classification_manifest, save_manifest
-from cnnpipe.data.validation import raise_if_failed, validate_classification, write_report
+from cnnpipe.data.raw.idx import read_idx_pair
+from cnnpipe.data.validation.manifest import classification_manifest, save_manifest
+from cnnpipe.data.validation.suites import (
+    raise_if_failed,
+    validate_classification,
+    write_report,
+)
 from cnnpipe.errors import DataError
 from cnnpipe.io import atomic_dir, read_json
-from cnnpipe.stage import run_stage
-from cnnpipe.tracking import stage_run
+from cnnpipe.stage_shell import run_stage
+from cnnpipe.tracking.runs import stage_run
 
 log = logging.getLogger("cnnpipe")
 

@@ -26,14 +26,14 @@ def tiny_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(out: Path, strategy: str) -> None:
-    from cnnpipe.distribute import get_strategy
+    from cnnpipe.training.distribute import get_strategy
 
     get_strategy(strategy)  # before any TF op, as the stage shells do
     from cnnpipe.config import AugmentParams, ClassifierParams, FitParams
-    from cnnpipe.data.arrays import Split
+    from cnnpipe.data.prepared import Split
     from cnnpipe.seeding import set_global_seed
-    from cnnpipe.tasks.classification import train_classifier
-    from cnnpipe.tasks.common import TrainOutputs
+    from cnnpipe.training.classifier import train_classifier
+    from cnnpipe.training.outputs import TrainOutputs
 
     set_global_seed(0)
     x, y = tiny_data(960, seed=1)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnnpipe.data.idx import encode_idx, write_idx
+from cnnpipe.data.raw.idx import encode_idx, write_idx
 from cnnpipe.io import sha256_bytes
 
 N_CLASSES = 10

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from helpers import write_tiny_idx_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

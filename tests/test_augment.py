@@ -6,7 +6,12 @@ import numpy as np
 import tensorflow as tf
 
 from cnnpipe.config import AugmentParams
-from cnnpipe.data.augment import augment_images, augment_with_boxes, augment_with_masks, map_seeded
+from cnnpipe.data.augment import (
+    augment_images,
+    augment_with_boxes,
+    augment_with_masks,
+    map_seeded,
+)
 
 OFF = AugmentParams(flip=False, shift=0.0, rotation=0.0, zoom=0.0)
 FLIP = AugmentParams(flip=True, shift=0.0, rotation=0.0, zoom=0.0)

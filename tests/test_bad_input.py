@@ -22,10 +22,10 @@ from helpers import TEST_IMAGES, TRAIN_IMAGES, TRAIN_LABELS, write_tiny_idx_data
 
 from cnnpipe import cli
 from cnnpipe.config import ParamsError, params_from_dict
-from cnnpipe.data.idx import write_idx
+from cnnpipe.data.raw.idx import write_idx
 from cnnpipe.errors import CnnpipeError, DataError
 from cnnpipe.io import load_array
-from cnnpipe.stage import run_stage
+from cnnpipe.stage_shell import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -220,8 +220,8 @@ def test_bad_params_name_the_key_and_the_valid_choices(data, message):
 
 
 def test_a_label_budget_larger_than_the_data_names_the_param():
-    from cnnpipe.data.arrays import Split
-    from cnnpipe.tasks.transfer import few_label_subset
+    from cnnpipe.data.prepared import Split
+    from cnnpipe.training.transfer import few_label_subset
 
     labels = np.repeat(np.arange(3), 4)  # 4 examples per class
     split = Split(images=np.zeros((12, 8, 8, 1), np.float32), labels=labels)
@@ -345,8 +345,9 @@ def test_any_image_size_becomes_the_model_input_shape(tmp_path, size):
     ids=["zero-byte", "not-an-image", "corrupt"],
 )
 def test_a_broken_image_fails_the_prepare_stage_and_keeps_the_previous_set(tmp_path, capsys, damage, problem):
-    import stages.prepare_classification
     from own_data import write_class_folders
+
+    import stages.prepare_classification
 
     root = write_class_folders(tmp_path / "folders", n_per_class=4)
     params = {"paths": {"prepared": str(tmp_path / "prepared"), "reports": str(tmp_path / "reports")},
@@ -368,7 +369,7 @@ def test_an_archive_with_a_hard_link_is_refused(tmp_path):
     import io
     import tarfile
 
-    from cnnpipe.data.archive import safe_extract
+    from cnnpipe.data.raw.archive import safe_extract
 
     archive = tmp_path / "pets.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:

@@ -19,9 +19,10 @@ import yaml
 from mlflow_server import mlflow_server  # noqa: F401  (fixture)
 
 import pipelines.schedules  # noqa: F401  (see below)
-from cnnpipe import cli, tracking
+from cnnpipe import cli
 from cnnpipe.config import load_params
 from cnnpipe.io import read_json, save_array, write_json
+from cnnpipe.tracking import runs as tracking
 
 # Imported above, at collection: Prefect's import re-configures logging, which closes every
 # existing handler, and absl's (TensorFlow's) then closes pytest's capture stream if the first
@@ -92,7 +93,7 @@ def write_project(root: Path, server_url: str) -> None:
     save_array(scn / "test_labels.npy", rng.integers(0, 10, 6).astype(np.uint8))
     for d in (cls, scn):
         write_json(d / "meta.json", {"class_names": NAMES})
-    from cnnpipe.tasks.common import save_model
+    from cnnpipe.training.outputs import save_model
 
     for name, model in tiny_models().items():
         save_model(model, root / "models" / name)
@@ -104,16 +105,16 @@ def write_project(root: Path, server_url: str) -> None:
 
 def register_round(root: Path, message: str) -> dict[str, Any]:
     """Commit the project as it is, run every register@<task> stage, return task -> its decision."""
-    from cnnpipe.registry import TASKS
+    from cnnpipe.taskspec import TASKS
     from stages.register import main
 
     git(root, "add", "-A")
     git(root, "commit", "-qm", message)
     params = load_params(root / "params.yaml")
-    for task in TASKS:
+    for task in TASKS.values():
         main(params, task.key)
     return {"commit": git(root, "rev-parse", "HEAD"),
-            **{t.key: read_json(root / f"metrics/register/{t.key}.json") for t in TASKS}}
+            **{t.key: read_json(root / f"metrics/register/{t.key}.json") for t in TASKS.values()}}
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +221,7 @@ def test_lineage_prints_commit_data_hashes_runs_and_history(project, mlflow_serv
 def test_predict_through_the_registry_matches_the_local_models(project, capsys, tmp_path):
     from PIL import Image
 
-    from cnnpipe.tasks.common import load_model
+    from cnnpipe.training.outputs import load_model
 
     root = project["root"]
     x = np.load(root / "data/prepared/classification/x_test.npy")

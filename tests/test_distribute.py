@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from cnnpipe.config import ParamsError, params_from_dict
-from cnnpipe import distribute
-from cnnpipe.distribute import get_strategy, is_chief, task_is_chief
+from cnnpipe.training import distribute
+from cnnpipe.training.distribute import get_strategy, is_chief, task_is_chief
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")

@@ -2,16 +2,16 @@
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from cnnpipe import evaluation as ev
 from cnnpipe.errors import ModelError
+from cnnpipe.evaluation import evaluate as ev
 from cnnpipe.io import read_json, save_array, write_json
+from cnnpipe.taskspec import PRODUCERS, TASKS, TRANSFER_VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [f"c{k}" for k in range(10)]
@@ -74,7 +74,7 @@ def _save_models(models_dir: Path, unet_channels: int = 1) -> None:
     keras.utils.set_random_seed(0)
     (models_dir / "transfer").mkdir(parents=True, exist_ok=True)
     _classifier().save(models_dir / "classifier.keras")
-    for mode in ev.TRANSFER_MODES:
+    for mode in TRANSFER_VARIANTS:
         _scene_classifier().save(models_dir / "transfer" / f"{mode}.keras")
     _localizer().save(models_dir / "localizer.keras")
     _unet(unet_channels).save(models_dir / "unet.keras")
@@ -148,7 +148,7 @@ def test_stage_writes_every_metric_and_plot(project):
     tr = read_json(met / "transfer.json")
     assert set(tr) == {"scratch", "feature_extraction", "fine_tuning", "backbone", "labels_per_class",
                        "gain_feature_extraction", "gain_fine_tuning"}
-    assert all(_in_unit(tr[m]["accuracy"]) for m in ev.TRANSFER_MODES)
+    assert all(_in_unit(tr[m]["accuracy"]) for m in TRANSFER_VARIANTS)
     assert tr["backbone"] == "classifier" and tr["labels_per_class"] == 5
     # Gains are differences of accuracies: in [-1, 1], and exactly consistent with them.
     assert tr["gain_fine_tuning"] == pytest.approx(tr["fine_tuning"]["accuracy"] - tr["scratch"]["accuracy"])
@@ -171,33 +171,33 @@ def test_stage_writes_every_metric_and_plot(project):
 
 
 def test_stage_with_task_scores_only_that_task(project, tmp_path):
-    from cnnpipe.stage import run_task_stage
+    from cnnpipe.stage_shell import run_task_stage
     from stages.evaluate import main
 
     params = _params(tmp_path)
     for name in ("models", "prepared"):
         (tmp_path / name).symlink_to(project / name)
-    run_task_stage("evaluate", main, ev.TASKS, ["--params", str(params), "--task", "unet"])
+    run_task_stage("evaluate", main, tuple(TASKS), ["--params", str(params), "--task", "unet"])
     assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["unet.json"]
     assert sorted(p.name for p in (tmp_path / "plots" / "evaluate").iterdir()) == ["masks.png"]
     with pytest.raises(SystemExit) as exc:  # argparse: the choices are the tasks
-        run_task_stage("evaluate", main, ev.TASKS, ["--params", str(params), "--task", "nope"])
+        run_task_stage("evaluate", main, tuple(TASKS), ["--params", str(params), "--task", "nope"])
     assert exc.value.code == 2
 
 
 def test_stage_names_the_missing_model_and_its_stage(tmp_path, capsys):
-    from cnnpipe.stage import run_task_stage
+    from cnnpipe.stage_shell import run_task_stage
     from stages.evaluate import main
 
     params = _params(tmp_path)
     (tmp_path / "models").mkdir()
     with pytest.raises(SystemExit) as exc:
-        run_task_stage("evaluate", main, ev.TASKS, ["--params", str(params)])
+        run_task_stage("evaluate", main, tuple(TASKS), ["--params", str(params)])
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "stage evaluate@classifier failed" in err and "classifier.keras" in err and "train_classifier" in err
     with pytest.raises(SystemExit):
-        run_task_stage("evaluate", main, ev.TASKS, ["--params", str(params), "--task", "transfer"])
+        run_task_stage("evaluate", main, tuple(TASKS), ["--params", str(params), "--task", "transfer"])
     err = capsys.readouterr().err
     assert "stage evaluate@transfer failed" in err and "scratch.keras" in err and "'transfer'" in err
 
@@ -219,20 +219,20 @@ def test_load_models_errors_name_file_and_stage(tmp_path):
         ev.load_models(tmp_path)
     (tmp_path / "transfer" / "fine_tuning.keras").unlink()
     _save_models(tmp_path)
-    assert set(ev.load_models(tmp_path)) == set(ev.PRODUCERS)
-    assert set(ev.load_models(tmp_path, "transfer")) == {f"transfer/{m}.keras" for m in ev.TRANSFER_MODES}
+    assert set(ev.load_models(tmp_path)) == set(PRODUCERS)
+    assert set(ev.load_models(tmp_path, "transfer")) == {f"transfer/{m}.keras" for m in TRANSFER_VARIANTS}
     (tmp_path / "classifier.keras").unlink()
     assert set(ev.load_models(tmp_path, "unet")) == {"unet.keras"}  # another task's model is not read
 
 
 def test_stage_names_missing_test_data_and_prepare(project, tmp_path, capsys):
-    from cnnpipe.stage import run_task_stage
+    from cnnpipe.stage_shell import run_task_stage
     from stages.evaluate import main
 
     params = _params(tmp_path)
     (tmp_path / "models").symlink_to(project / "models")
     with pytest.raises(SystemExit):
-        run_task_stage("evaluate", main, ev.TASKS, ["--params", str(params), "--task", "classifier"])
+        run_task_stage("evaluate", main, tuple(TASKS), ["--params", str(params), "--task", "classifier"])
     err = capsys.readouterr().err
     assert "x_test.npy" in err and "prepare" in err
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnpipe import cli, export
-from cnnpipe.train import precision_policy
+from cnnpipe import cli
+from cnnpipe.serving import export
+from cnnpipe.training.fit import precision_policy
 
 
 def tiny_classifier(precision: str = "float32"):

@@ -281,8 +281,8 @@ def test_an_absent_mlflow_server_with_fallback_logs_locally_and_says_so(tmp_path
 def test_two_promote_processes_at_once_leave_one_consistent_champion(tmp_path, mlflow_server):  # noqa: F811
     from mlflow.tracking import MlflowClient
 
-    from cnnpipe import registry
     from cnnpipe.config import params_from_dict
+    from cnnpipe.registry import promotion as registry
 
     name = f"conc-{uuid.uuid4().hex[:8]}"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(

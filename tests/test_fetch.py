@@ -18,8 +18,12 @@ import yaml
 from helpers import TRAIN_IMAGES, TRAIN_LABELS, write_tiny_idx_dataset
 
 from cnnpipe.config import FetchParams
-from cnnpipe.data.fetch import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, fetch_dataset
-from cnnpipe.data.idx import encode_idx, write_idx
+from cnnpipe.data.raw.fetch import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_FILES,
+    fetch_dataset,
+)
+from cnnpipe.data.raw.idx import encode_idx, write_idx
 from cnnpipe.errors import DataError
 from cnnpipe.io import sha256_bytes, sha256_file
 
@@ -270,7 +274,7 @@ def test_stage_on_the_real_system_dir(tmp_path):
 
 def test_idx_dataset_records_hashes_without_pinning(tmp_path):
     from cnnpipe.config import params_from_dict
-    from cnnpipe.data.fetch import dataset_spec
+    from cnnpipe.data.raw.fetch import dataset_spec
 
     tiny = write_tiny_idx_dataset(tmp_path / "src", n_train=20, n_test=10)
     params = params_from_dict(

@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from cnnpipe.data.idx import encode_idx, read_idx, read_idx_pair, write_idx
+from cnnpipe.data.raw.idx import encode_idx, read_idx, read_idx_pair, write_idx
 from cnnpipe.errors import DataError
 
 

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from cnnpipe.losses import BoxIoU, BoxLoss, DiceCrossentropy, DiceScore, box_iou_tensor, soft_dice
+from cnnpipe.models.losses import (
+    BoxIoU,
+    BoxLoss,
+    DiceCrossentropy,
+    DiceScore,
+    box_iou_tensor,
+    soft_dice,
+)
 
 
 def _np(t):

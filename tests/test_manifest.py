@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cnnpipe.data.manifest import (
+from cnnpipe.data.validation.manifest import (
     CLASSIFICATION_COLUMNS,
     SCENES_COLUMNS,
     classification_manifest,

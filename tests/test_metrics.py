@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from cnnpipe import metrics as m
-
+from cnnpipe.evaluation import scoring as m
 
 # --------------------------------------------------------------------------------------
 # Boxes

@@ -4,10 +4,11 @@ import keras
 import numpy as np
 import pytest
 
+from cnnpipe.config import ParamsError
+from cnnpipe.errors import ModelError
 from cnnpipe.models.backbone import build_backbone
 from cnnpipe.models.classifier import build_classifier
 from cnnpipe.models.localizer import build_localizer
-from cnnpipe.config import ParamsError
 from cnnpipe.models.transfer import (
     GrayToRGB,
     build_pyramid_model,
@@ -20,8 +21,7 @@ from cnnpipe.models.transfer import (
     unfreeze_top,
 )
 from cnnpipe.models.unet import build_unet
-from cnnpipe.errors import ModelError
-from cnnpipe.tasks.common import load_model, save_model
+from cnnpipe.training.outputs import load_model, save_model
 
 
 def test_backbone_is_fully_convolutional():

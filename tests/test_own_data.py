@@ -8,17 +8,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_tiny_idx_dataset
+from own_data import (
+    evil_tar,
+    tar_directory,
+    write_class_folders,
+    write_csv_boxes,
+    write_oxford_pet,
+    write_segmentation_folders,
+)
 from PIL import Image
 
 from cnnpipe.config import DatasetParams, FetchParams, ParamsError, params_from_dict
-from cnnpipe.data.archive import safe_extract
+from cnnpipe.data.formats.readers import read_task_data
 from cnnpipe.data.images import load_image
-from cnnpipe.data.own_formats import read_task_data
-from cnnpipe.data.own_validation import own_manifest, validate_own
+from cnnpipe.data.raw.archive import safe_extract
+from cnnpipe.data.validation.own import own_manifest, validate_own
 from cnnpipe.errors import DataError
-from helpers import write_tiny_idx_dataset
-from own_data import (evil_tar, tar_directory, write_class_folders, write_csv_boxes, write_oxford_pet,
-                      write_segmentation_folders)
 
 FETCH = FetchParams(timeout_s=5, retries=0)
 

@@ -4,16 +4,19 @@ task's dataset re-runs only that task's stages. Oxford-IIIT Pet comes from a loc
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import sys
 
 import pytest
 import yaml
-
 from helpers import write_tiny_idx_dataset
-from own_data import tar_directory, write_csv_boxes, write_oxford_pet, write_segmentation_folders
+from own_data import (
+    tar_directory,
+    write_csv_boxes,
+    write_oxford_pet,
+    write_segmentation_folders,
+)
 from project import make_project, run
 
 IDX_NAMES = [f"glyph{i}" for i in range(10)]

@@ -7,7 +7,6 @@ import re
 
 import pytest
 import yaml
-
 from project import make_project, run
 
 # Stage -> the inputs its MLflow run is tagged with (``dvc.<name>``) and their paths in dvc.lock.
@@ -99,7 +98,7 @@ def lock_outs(project) -> dict[str, str]:
 
 
 def test_dvc_repro_without_prefect_logs_every_stage_to_mlflow(project, mlflow_client):
-    from cnnpipe.lineage import stage_order
+    from cnnpipe.tracking.lineage import stage_order
 
     assert set(stage_order(project)) == set(STAGE_INPUTS)  # foreach groups expand to <group>@<task>
     assert (project / "mlartifacts").is_dir()  # the embedded store, at the project root

@@ -18,11 +18,16 @@ import httpx
 import pytest
 from mlflow_server import mlflow_server  # noqa: F401  (fixture)
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    DeploymentFilter,
+    DeploymentFilterId,
+)
 from prefect.testing.utilities import prefect_test_harness
 
-from cnnpipe import tracking
 from cnnpipe.config import load_params
+from cnnpipe.tracking import runs as tracking
 from pipelines.promotion import promotion_flow
 from pipelines.schedules import next_run_times, training_deployment
 from pipelines.training import REPORT_KEY, StageFailed, training_flow
@@ -57,7 +62,7 @@ REPORT_PY = textwrap.dedent("""\
     from pathlib import Path
     from cnnpipe.config import load_params
     from cnnpipe.io import write_json
-    from cnnpipe.tracking import stage_run
+    from cnnpipe.tracking.runs import stage_run
 
     with stage_run("report", load_params(), param_sections=["seed"],
                    inputs={"processed": "data/processed.txt"}) as run:

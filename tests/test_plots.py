@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from cnnpipe import plots
+from cnnpipe.evaluation import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ["tee", "bag", "boot"]

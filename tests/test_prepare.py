@@ -13,7 +13,12 @@ import pytest
 import yaml
 from helpers import write_tiny_idx_dataset
 
-from cnnpipe.data.prepare import classification_arrays, normalize, split_classification, split_items
+from cnnpipe.data.splits import (
+    classification_arrays,
+    normalize,
+    split_classification,
+    split_items,
+)
 from cnnpipe.errors import DataError
 from cnnpipe.io import sha256_file
 

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from mlflow_server import mlflow_server  # noqa: F401  (fixture)
 
-from cnnpipe import registry
 from cnnpipe.config import ParamsError, RegisterParams, load_params, params_from_dict
-from cnnpipe.registry import Decision, Gate, decide_promotion
+from cnnpipe.registry import promotion as registry
+from cnnpipe.registry.promotion import Decision, Gate, decide_promotion
+from cnnpipe.taskspec import TASKS
 
-CLASSIFIER = registry.TASKS[0]
+CLASSIFIER = TASKS["classifier"]
 
 
 # --------------------------------------------------------------------------------------
@@ -64,7 +65,7 @@ def test_register_params_defaults_gates_and_errors():
     assert load_params("params.yaml").register == RegisterParams()
     gates = registry.gates(params_from_dict({"register": {"min_dice": 0.8, "margin": 0.01}}).register)
     assert list(gates) == ["cnnpipe-classifier", "cnnpipe-transfer", "cnnpipe-localizer", "cnnpipe-unet"]
-    assert (gates["cnnpipe-unet"].floor, gates["cnnpipe-unet"].margin, gates["cnnpipe-unet"].task.metric) == (0.8, 0.01, "dice")
+    assert (gates["cnnpipe-unet"].floor, gates["cnnpipe-unet"].margin, gates["cnnpipe-unet"].task.gate_metric) == (0.8, 0.01, "dice")
     with pytest.raises(registry.RegistryError, match="unknown model 'x'; the registered models are: cnnpipe-classifier"):
         registry.gate_for(RegisterParams(), "x")
     for bad, message in [
@@ -77,7 +78,7 @@ def test_register_params_defaults_gates_and_errors():
 
 
 def test_gate_value_reads_nested_keys():
-    transfer = registry.TASKS[1]
+    transfer = TASKS["transfer"]
     assert transfer.gate_value({"fine_tuning": {"accuracy": 0.7}, "scratch": {"accuracy": 0.5}}) == 0.7
     assert transfer.gate_value({"fine_tuning": {}}) is None
     assert CLASSIFIER.gate_value({"accuracy": True}) is None

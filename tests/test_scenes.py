@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cnnpipe.config import ScenesParams
-from cnnpipe.data.scenes import build_scene_splits, make_scenes, split_rngs
+from cnnpipe.data.scenes.compose import build_scene_splits, make_scenes, split_rngs
 from cnnpipe.errors import DataError
 
 SMALL = ScenesParams(n_train=40, n_val=10, n_test=10)

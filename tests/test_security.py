@@ -23,8 +23,10 @@ from helpers import write_tiny_idx_dataset
 from mlflow_server import free_port, mlflow_server  # noqa: F401  (fixture)
 from project import env
 
-from cnnpipe import cli, registry, tracking
+from cnnpipe import cli
 from cnnpipe.config import params_from_dict
+from cnnpipe.registry import promotion as registry
+from cnnpipe.tracking import runs as tracking
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cret-pa55"

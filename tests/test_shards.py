@@ -11,9 +11,9 @@ import yaml
 from helpers import write_tiny_idx_dataset
 
 from cnnpipe.config import ParamsError, ScenesParams, params_from_dict
-from cnnpipe.data.arrays import Split, load_scenes
 from cnnpipe.data.pipeline import make_sharded_dataset, split_dataset
-from cnnpipe.data.shards import (
+from cnnpipe.data.prepared import Split, load_scenes
+from cnnpipe.data.scenes.shards import (
     ShardedSplit,
     iter_scene_shards,
     open_scenes,
@@ -149,11 +149,17 @@ def test_prepare_stage_writes_shards_streams_and_validates(tmp_path: Path) -> No
 
 
 def test_unet_and_localizer_train_on_streamed_shards(tmp_path: Path) -> None:
-    from cnnpipe.config import AugmentParams, ClassifierParams, FitParams, LocalizerParams, UnetParams
-    from cnnpipe.data.shards import write_scene_shards
-    from cnnpipe.tasks.common import TrainOutputs
-    from cnnpipe.tasks.localization import train_localizer
-    from cnnpipe.tasks.segmentation import train_unet
+    from cnnpipe.config import (
+        AugmentParams,
+        ClassifierParams,
+        FitParams,
+        LocalizerParams,
+        UnetParams,
+    )
+    from cnnpipe.data.scenes.shards import write_scene_shards
+    from cnnpipe.training.localizer import train_localizer
+    from cnnpipe.training.outputs import TrainOutputs
+    from cnnpipe.training.unet import train_unet
 
     rng = np.random.default_rng(0)
     items = {s: rng.integers(1, 255, (20, 28, 28), dtype=np.uint8) for s in ("train", "val", "test")}

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from cnnpipe.config import ParamsError
-from cnnpipe.data.arrays import Split
-from cnnpipe.tasks.segmentation import mask_targets
-from cnnpipe.tasks.transfer import few_label_subset
+from cnnpipe.data.prepared import Split
+from cnnpipe.training.transfer import few_label_subset
+from cnnpipe.training.unet import mask_targets
 
 
 def _split(labels):

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from mlflow_server import free_port, mlflow_server  # noqa: F401  (fixture)
 
-from cnnpipe import tracking
 from cnnpipe.config import ParamsError, TrackingParams, load_params, params_from_dict
 from cnnpipe.io import sha256_file
-from cnnpipe.lineage import store_root
+from cnnpipe.tracking import runs as tracking
+from cnnpipe.tracking.lineage import store_root
 
 LOCK_MD5 = "0123456789abcdef0123456789abcdef.dir"
 
@@ -222,7 +222,7 @@ def test_embedded_store_lives_in_the_original_project(tmp_path, monkeypatch):
 
 
 def test_dvc_lock_outs_win_over_stale_deps(tmp_path):
-    from cnnpipe.lineage import dvc_lock_hashes
+    from cnnpipe.tracking.lineage import dvc_lock_hashes
 
     (tmp_path / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n"

@@ -11,7 +11,7 @@ from cnnpipe.config import FitParams
 from cnnpipe.data.pipeline import make_dataset
 from cnnpipe.models.classifier import build_classifier
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.train import fit_model
+from cnnpipe.training.fit import fit_model
 
 
 def _data(n=64):
@@ -86,7 +86,7 @@ def test_stale_checkpoint_is_not_resumed(tmp_path):
 
 
 def test_precision_policy_builds_bf16_layers_with_float32_outputs():
-    from cnnpipe.train import precision_policy, resolve_precision
+    from cnnpipe.training.fit import precision_policy, resolve_precision
 
     before = keras.mixed_precision.global_policy().name
     with precision_policy("mixed_bfloat16"):
@@ -103,7 +103,7 @@ def test_fit_bn_momentum_covers_short_runs_and_leaves_long_ones():
     import keras
 
     from cnnpipe.models.classifier import build_classifier
-    from cnnpipe.train import fit_bn_momentum
+    from cnnpipe.training.fit import fit_bn_momentum
 
     def momenta(model):
         bns = [layer for layer in model.get_layer("backbone").layers + model.layers

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cnnpipe.data.manifest import classification_manifest, scenes_manifest
-from cnnpipe.data.validation import (
+from cnnpipe.data.validation.manifest import classification_manifest, scenes_manifest
+from cnnpipe.data.validation.suites import (
     class_balance_table,
     raise_if_failed,
     validate_classification,

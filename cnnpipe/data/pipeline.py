@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cnnpipe.data.arrays import Split
 from cnnpipe.data.augment import map_seeded
-from cnnpipe.data.shards import ShardedSplit
+from cnnpipe.data.prepared import Split
+from cnnpipe.data.scenes.shards import ShardedSplit
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -9,10 +9,9 @@ mode, also after unfreezing.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import keras
 from keras import layers

@@ -1,0 +1,73 @@
+"""What every training task shares: output locations and the model save."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from cnnpipe.errors import ModelError
+from cnnpipe.io import output_error
+from cnnpipe.training.distribute import is_chief
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    """Where a training task writes: the model file, its curves and its resumable checkpoint."""
+
+    model: Path
+    history_csv: Path
+    checkpoint_dir: Path
+
+    @classmethod
+    def named(cls, models_dir: str | Path, plots_dir: str | Path, name: str) -> "TrainOutputs":
+        """``<models>/<name>.keras``, ``<plots>/history/<name>.csv``, ``<models>/.checkpoints/<name>``."""
+        models_dir, plots_dir = Path(models_dir), Path(plots_dir)
+        return cls(
+            model=models_dir / f"{name}.keras",
+            history_csv=plots_dir / "history" / f"{name}.csv",
+            checkpoint_dir=models_dir / ".checkpoints" / name,
+        )
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Save a ``.keras`` file atomically (temp file beside it, then rename).
+
+    Under ``train.strategy: multi_worker`` only the chief writes: every worker holds the same
+    trainable weights, and two writers of one shared path would race.
+    """
+    if not is_chief():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o644)
+    except OSError as err:
+        raise output_error(path, err) from err
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):  # full or read-only disk: name the file, keep the old one
+            raise output_error(path, err) from err
+        raise
+
+
+def load_model(path: Path, producer: str) -> keras.Model:
+    """Load a ``.keras`` model in safe mode (no Lambda bytecode); errors name the file."""
+    # Register this project's custom layers/losses (safe-mode loading resolves them by name).
+    import cnnpipe.models.localizer  # noqa: F401
+    import cnnpipe.models.losses  # noqa: F401
+    import cnnpipe.models.transfer  # noqa: F401
+
+    if not path.exists():
+        raise ModelError(f"{path}: missing; it is written by the {producer!r} stage (run `dvc repro {producer}`)")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # keras raises ValueError/OSError/zipfile errors for junk files
+        raise ModelError(f"{path}: not a loadable Keras model ({type(err).__name__}: {err})") from err
