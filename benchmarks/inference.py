@@ -19,12 +19,9 @@ BATCH = 256
 
 
 def _test_images(ctx: Context, which: str, n: int | None) -> np.ndarray:
-    from cnnpipe.data.prepared import load_classification, load_scenes
+    from cnnpipe.data.prepared import PreparedSet
 
-    if which == "classification":
-        x = load_classification(ctx.prepared / "classification", "test").images
-    else:
-        x = load_scenes(ctx.prepared / "scenes", "test").images
+    x = PreparedSet.open(ctx.prepared / ("classification" if which == "classification" else "scenes")).load("test").images
     x = x[:n] if n else x
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 

@@ -90,16 +90,18 @@ def run(ctx: Context) -> Result:
 
 
 def mlflow_epoch_ms(tmp: Path, epochs: int) -> dict[str, float]:
-    """The stages' epoch callback (``StageRun.epoch_logger``) logging a classifier epoch's logs."""
-    from cnnpipe.config import TrackingParams
-    from cnnpipe.tracking import runs as tracking
+    """The stages' epoch callback (``cnnpipe.tracking.keras.MlflowEpochLogger``) logging a classifier
+    epoch's logs."""
+    from cnnpipe.config import load_params
+    from cnnpipe.tracking.connection import connect
+    from cnnpipe.tracking.keras import MlflowEpochLogger
 
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
-        conn = tracking.connect(TrackingParams(), tmp / "mlflow-store")
+        conn = connect(load_params(Path(__file__).resolve().parents[1] / "params.yaml").tracking, tmp / "mlflow-store")
         client = conn.client()
         run = client.create_run(conn.experiment_id())
-        logger = tracking.MlflowEpochLogger(run.info.run_id, conn)
+        logger = MlflowEpochLogger(run.info.run_id, conn)
         times = []
         for epoch in range(epochs):
             logs = {"accuracy": 0.9 + epoch * 1e-3, "loss": 0.6, "val_accuracy": 0.91, "val_loss": 0.64}

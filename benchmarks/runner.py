@@ -90,7 +90,7 @@ def machine() -> dict[str, Any]:
         pass
     import tensorflow as tf
 
-    from cnnpipe.training.fit import cpu_has_native_bf16
+    from cnnpipe.training.precision import cpu_has_native_bf16
 
     return {
         "cpu": cpu,

@@ -71,22 +71,20 @@ def _profile(quick: bool) -> dict:
 
 def child_generate(out: Path, raw: Path, n_train: int, n_val: int, shard_size: int, seed: int) -> dict:
     """Compose the scenes as the prepare stage does with ``shard_size`` (no GX report)."""
-    from cnnpipe.config import ScenesParams
-    from cnnpipe.data.raw.fetch import FASHION_MNIST_SPLITS
-    from cnnpipe.data.raw.idx import read_idx_pair
+    from cnnpipe.config import load_params
+    from cnnpipe.data.raw.fetched import read_fetched
     from cnnpipe.data.scenes.shards import write_scene_shards
     from cnnpipe.data.splits import split_items
-    from cnnpipe.io import read_json, write_json
+    from cnnpipe.io import write_json
 
     start = time.perf_counter()
-    x_train, y_train = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["train"]))
-    x_test, y_test = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["test"]))
-    items = split_items(x_train, y_train, x_test, y_test, 0.1, seed)
-    params = ScenesParams(n_train=n_train, n_val=n_val, n_test=n_val)
+    fetched = read_fetched(raw)
+    items = split_items(*fetched.splits["train"], *fetched.splits["test"], 0.1, seed)
+    params = load_params(ROOT / "params.yaml").prepare.scenes.model_copy(
+        update={"n_train": n_train, "n_val": n_val, "n_test": n_val})
     out.mkdir(parents=True)
     shards = write_scene_shards(out, items.images, items.labels, params, seed, shard_size)
-    class_names = read_json(raw / "source.json")["class_names"]
-    write_json(out / "meta.json", {"class_names": class_names, "shards": shards, "shard_size": shard_size})
+    write_json(out / "meta.json", {"class_names": fetched.class_names, "shards": shards, "shard_size": shard_size})
     return {"seconds": time.perf_counter() - start, "peak_mib": _peak_mib(), "shards": len(shards["train"])}
 
 
@@ -97,25 +95,27 @@ def child_train(scenes: Path, mode: str, steps: int, batch_size: int, filters: l
     """Train the U-Net ``steps`` steps on ``scenes``: streamed shards, or the split in memory."""
     import keras
 
-    from cnnpipe.config import AugmentParams, FitParams, UnetParams
-    from cnnpipe.data.prepared import load_scenes
-    from cnnpipe.data.scenes.shards import examples, open_scenes
+    from cnnpipe.config import load_params
+    from cnnpipe.data.prepared import PreparedSet, examples
     from cnnpipe.seeding import set_global_seed
     from cnnpipe.training.outputs import TrainOutputs
     from cnnpipe.training.unet import train_unet
 
     set_global_seed(seed)
-    load = open_scenes if mode == "stream" else load_scenes
-    train, val = load(scenes, "train"), load(scenes, "val")
-    fit = FitParams(epochs=1, steps_per_epoch=steps, batch_size=batch_size, learning_rate=0.003,
-                    warmup_epochs=0.0, patience=4, augment=True)
-    params = UnetParams(filters=tuple(filters), fit=fit)
+    data = PreparedSet.open(scenes)
+    load = data.split if mode == "stream" else data.load
+    train, val = load("train"), load("val")
+    base = load_params(ROOT / "params.yaml")
+    fit = base.train_unet.fit.model_copy(update={
+        "epochs": 1, "steps_per_epoch": steps, "batch_size": batch_size, "learning_rate": 0.003,
+        "warmup_epochs": 0.0, "patience": 4, "augment": True})
+    params = base.train_unet.model_copy(update={"filters": tuple(filters), "fit": fit})
     ends: list[float] = []
     timer = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter()))
     with tempfile.TemporaryDirectory() as tmp:
         out = TrainOutputs.named(Path(tmp) / "models", Path(tmp) / "plots", "unet")
         start = time.perf_counter()
-        train_unet(train, val, 10, params, AugmentParams(), seed, out, callbacks=(timer,))
+        train_unet(train, val, 10, params, base.augment, seed, out, callbacks=(timer,))
         seconds = time.perf_counter() - start
     timed = ends[WARMUP_STEPS:]
     images_per_s = (len(timed) - 1) * batch_size / (timed[-1] - timed[0])

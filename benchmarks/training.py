@@ -4,7 +4,6 @@ writes only to a temp directory."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -110,14 +109,16 @@ def _float(images: np.ndarray) -> np.ndarray:
 def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
     keras = _keras()
     from cnnpipe.config import load_params
-    from cnnpipe.data.prepared import class_names, load_classification, load_scenes
+    from cnnpipe.data.prepared import PreparedSet
     from cnnpipe.models.backbone import build_backbone
     from cnnpipe.models.classifier import build_classifier
     from cnnpipe.models.localizer import build_localizer
-    from cnnpipe.models.losses import BoxIoU, BoxLoss, DiceCrossentropy, DiceScore
+    from cnnpipe.models.losses import BoxLoss, DiceCrossentropy
+    from cnnpipe.models.metrics import BoxIoU, DiceScore
     from cnnpipe.models.unet import build_unet
     from cnnpipe.training.classifier import train_classifier
-    from cnnpipe.training.fit import fingerprint, fit_model, precision_policy
+    from cnnpipe.training.fit import fingerprint, fit_model
+    from cnnpipe.training.precision import precision_policy
     from cnnpipe.training.localizer import train_localizer
     from cnnpipe.training.outputs import TrainOutputs
     from cnnpipe.training.transfer import few_label_subset, transfer_model
@@ -125,13 +126,13 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
 
     params = load_params(ctx.root / "params.yaml")
     seed, augment = ctx.seed, params.augment
-    cls_dir, scn_dir = ctx.prepared / "classification", ctx.prepared / "scenes"
-    n_cls = len(class_names(cls_dir))
+    cls, scn = PreparedSet.open(ctx.prepared / "classification"), PreparedSet.open(ctx.prepared / "scenes")
+    n_cls = len(cls.class_names)
     outs = lambda tmp, name: TrainOutputs.named(tmp / "models", tmp / "plots", name)  # noqa: E731
     # Like for like: the plain script has no augmentation, so the pipeline runs without it here
     # (its cost is reported separately in the tuning section).
-    fit_of = lambda section, steps: dataclasses.replace(  # noqa: E731
-        section.fit, epochs=epochs, steps_per_epoch=steps, augment=False, patience=epochs + 1)
+    fit_of = lambda section, steps: section.fit.model_copy(update={  # noqa: E731
+        "epochs": epochs, "steps_per_epoch": steps, "augment": False, "patience": epochs + 1})
     adamw = lambda fit: keras.optimizers.AdamW(fit.learning_rate, weight_decay=fit.weight_decay)  # noqa: E731
     benches = []
 
@@ -139,10 +140,10 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
     p = params.train_classifier
     steps = ctx.pick(12, 100)
     fit = fit_of(p, steps)
-    train = _subset(load_classification(cls_dir, "train"), steps * fit.batch_size)
-    val = _subset(load_classification(cls_dir, "val"), ctx.pick(512, 2048))
+    train = _subset(cls.load("train"), steps * fit.batch_size)
+    val = _subset(cls.load("val"), ctx.pick(512, 2048))
     one_hot = lambda y: np.eye(n_cls, dtype=np.float32)[y]  # noqa: E731
-    cp = dataclasses.replace(p, fit=fit)
+    cp = p.model_copy(update={"fit": fit})
 
     def build_cls(p=p, fit=fit, shape=train.images.shape[1:]):
         with precision_policy(fit.precision):
@@ -159,7 +160,7 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
 
     # --- transfer (the scratch phase: the only one whose whole network trains, at full size)
     t = params.transfer
-    scenes_train, scenes_val = load_scenes(scn_dir, "train"), load_scenes(scn_dir, "val")
+    scenes_train, scenes_val = scn.load("train"), scn.load("val")
     few = few_label_subset(scenes_train, t.labels_per_class, n_cls, seed, "train")
     few_val = few_label_subset(scenes_val, t.val_per_class, n_cls, seed + 1, "val")
     steps = few.images.shape[0] // t.fit.batch_size
@@ -169,7 +170,7 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
 
     # The stage's own scratch network (the image pyramid over the classifier-shaped base);
     # backbone "none" builds exactly it without needing a trained classifier on disk.
-    scratch_params = dataclasses.replace(t, backbone="none")
+    scratch_params = t.model_copy(update={"backbone": "none"})
 
     def build_transfer(fit=fit, shape=few.images.shape[1:]):
         with precision_policy(fit.precision):
@@ -199,7 +200,7 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
     fit = fit_of(lp, steps)
     train = _subset(scenes_train, steps * fit.batch_size)
     val = _subset(scenes_val, ctx.pick(256, 1024))
-    lpar = dataclasses.replace(lp, fit=fit)
+    lpar = lp.model_copy(update={"fit": fit})
     targets = lambda s: {"class": s.labels.astype(np.int32), "box": s.boxes.astype(np.float32)}  # noqa: E731
 
     def build_loc(fit=fit, shape=train.images.shape[1:]):
@@ -223,7 +224,7 @@ def _stage_benches(ctx: Context, epochs: int) -> list[StageBench]:
     fit = fit_of(up, steps)
     train = _subset(scenes_train, steps * fit.batch_size)
     val = _subset(scenes_val, ctx.pick(256, 1024))
-    upar = dataclasses.replace(up, fit=fit)
+    upar = up.model_copy(update={"fit": fit})
     n_out = n_cls + 1 if up.multiclass else 1
 
     def build_u(fit=fit, shape=train.images.shape[1:]):
@@ -338,7 +339,7 @@ def classifier_step_rate(ctx: Context, precision: str, steps: int) -> float:
     keras = _keras()
     from cnnpipe.config import load_params
     from cnnpipe.models.classifier import build_classifier
-    from cnnpipe.training.fit import precision_policy
+    from cnnpipe.training.precision import precision_policy
 
     p = load_params(ctx.root / "params.yaml").train_classifier
     with precision_policy(precision):
@@ -356,7 +357,7 @@ def classifier_step_rate(ctx: Context, precision: str, steps: int) -> float:
 def limit(ctx: Context) -> Result:
     from cnnpipe.config import load_params
     from cnnpipe.models.classifier import build_classifier
-    from cnnpipe.training.fit import resolve_precision
+    from cnnpipe.training.precision import resolve_precision
 
     result = Result()
     p = load_params(ctx.root / "params.yaml").train_classifier
@@ -410,7 +411,7 @@ SETTINGS = {
 
 
 def _probe(ctx: Context, env_extra: dict[str, str], precision: str, steps: int) -> float:
-    from cnnpipe.training.fit import resolve_precision
+    from cnnpipe.training.precision import resolve_precision
 
     if precision == "mixed_bfloat16":
         precision = resolve_precision("auto")  # float32 where the CPU has no bfloat16
@@ -425,10 +426,10 @@ def input_pipeline_rate(ctx: Context, augment: bool, n_batches: int) -> float:
     from cnnpipe.config import load_params
     from cnnpipe.data.augment import augment_images
     from cnnpipe.data.pipeline import make_dataset
-    from cnnpipe.data.prepared import load_classification
+    from cnnpipe.data.prepared import PreparedSet
 
     params = load_params(ctx.root / "params.yaml")
-    train = load_classification(ctx.prepared / "classification", "train")
+    train = PreparedSet.open(ctx.prepared / "classification").load("train")
     aug = (lambda x, y, s: (augment_images(x, params.augment, s), y)) if augment else None
     bs = params.train_classifier.fit.batch_size
     ds = make_dataset(train.images, train.labels, batch_size=bs, training=True, seed=ctx.seed, augment=aug)
@@ -476,19 +477,18 @@ def time_to_accuracy(ctx: Context) -> Result:
     """Train the default classifier recipe, test accuracy after each epoch, stop at the target."""
     keras = _keras()
     from cnnpipe.config import load_params
-    from cnnpipe.data.prepared import class_names, load_classification
+    from cnnpipe.data.prepared import PreparedSet
     from cnnpipe.training.classifier import train_classifier
     from cnnpipe.training.outputs import TrainOutputs
 
     params = load_params(ctx.root / "params.yaml")
     p = params.train_classifier
     target = ctx.pick(0.20, 0.93)  # quick: a few hundred steps, the plumbing only
-    cls_dir = ctx.prepared / "classification"
-    train, val = load_classification(cls_dir, "train"), load_classification(cls_dir, "val")
-    test = load_classification(cls_dir, "test")
+    cls = PreparedSet.open(ctx.prepared / "classification")
+    train, val, test = cls.load("train"), cls.load("val"), cls.load("test")
     if ctx.quick:  # a slice and two epochs: the plumbing, not the figure
         train, val, test = _subset(train, 16384), _subset(val, 1000), _subset(test, 2000)
-        p = dataclasses.replace(p, fit=dataclasses.replace(p.fit, epochs=2))
+        p = p.model_copy(update={"fit": p.fit.model_copy(update={"epochs": 2})})
 
     class TestAccuracy(keras.callbacks.Callback):
         def __init__(self):
@@ -500,7 +500,7 @@ def time_to_accuracy(ctx: Context) -> Result:
 
         def on_epoch_end(self, epoch, logs=None):
             t0 = time.perf_counter()
-            probs = self.model.predict(test.images, batch_size=1024, verbose=0)
+            probs = self.model.predict(_float(test.images), batch_size=1024, verbose=0)
             acc = float(np.mean(np.argmax(probs, axis=1) == test.labels))
             self.eval_seconds += time.perf_counter() - t0
             wall = time.perf_counter() - self.start
@@ -516,7 +516,7 @@ def time_to_accuracy(ctx: Context) -> Result:
     probe = TestAccuracy()
     with tempfile.TemporaryDirectory(prefix="cnnpipe-bench-") as tmp:
         outs = TrainOutputs.named(Path(tmp) / "models", Path(tmp) / "plots", "classifier")
-        train_classifier(train, val, len(class_names(cls_dir)), p, params.augment, ctx.seed, outs, callbacks=(probe,))
+        train_classifier(train, val, len(cls.class_names), p, params.augment, ctx.seed, outs, callbacks=(probe,))
     result = Result(data={"target": target, "epochs": probe.epochs, "reached": probe.reached,
                           "recipe_epochs": p.fit.epochs, "train_images": len(train.images)})
     if probe.reached:

@@ -1,5 +1,7 @@
-"""``cnnpipe``: the command line for people. Registry (promote, rollback, lineage, predict),
-pipeline runs (run, schedule) and the MLflow UI.
+"""cnnpipe: the command line for people (the model registry, pipeline runs and the MLflow UI).
+
+Registry: promote, rollback, lineage, predict. Pipeline runs: run, schedule (the Prefect flows
+of the project's ``pipelines/``, found from any directory inside the project). The UI: ui.
 
 Heavy imports (Keras, Prefect) happen inside the commands that need them.
 """
@@ -12,11 +14,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from cnnpipe.config import Params, load_params
 from cnnpipe.errors import CnnpipeError
@@ -30,20 +29,44 @@ log = logging.getLogger("cnnpipe")
 # --------------------------------------------------------------------------------------
 
 
+def _params_file(args: argparse.Namespace) -> Path:
+    """``--params``; by default params.yaml here, else the one at the project root above."""
+    from cnnpipe.tracking.lineage import project_root
+
+    given = Path(args.params).resolve()
+    if args.params != DEFAULT_PARAMS or given.is_file():
+        return given
+    return project_root(given.parent) / DEFAULT_PARAMS
+
+
 def _params(args: argparse.Namespace) -> Params:
-    # Outside a project (no params.yaml), the defaults still find a server via MLFLOW_TRACKING_URI.
-    if args.params == DEFAULT_PARAMS and not Path(DEFAULT_PARAMS).is_file():
-        return Params()
-    return load_params(args.params)
+    # params.yaml is the one source of every value (no defaults in code): outside a project,
+    # this fails with one line naming the file it looked for (pass --params FILE).
+    return load_params(_params_file(args))
 
 
 def _registry(args: argparse.Namespace) -> tuple[Params, Any, Any]:
     """Params, the MLflow connection and its client."""
-    from cnnpipe.tracking.runs import connect
+    from cnnpipe.tracking.connection import connect
 
     params = _params(args)
-    conn = connect(params.tracking, Path(args.params).resolve().parent)
+    conn = connect(params.tracking, _params_file(args).parent)
     return params, conn, conn.client()
+
+
+def _project(args: argparse.Namespace) -> tuple[Path, str]:
+    """The project root and the params file relative to it; the root goes first on sys.path,
+    because the Prefect flows (``pipelines/``) live in the project, not in the installed package."""
+    from cnnpipe.tracking.lineage import project_root
+
+    params = _params_file(args)
+    root = project_root(params.parent)
+    if not (root / "pipelines" / "__init__.py").is_file():
+        raise CnnpipeError(f"{params.parent} is not inside a cnnpipe project (no dvc.yaml with a pipelines/ "
+                           "folder beside it, here or above); run it from the project or give --params")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return root, params.relative_to(root).as_posix()
 
 
 # --------------------------------------------------------------------------------------
@@ -52,12 +75,15 @@ def _registry(args: argparse.Namespace) -> tuple[Params, Any, Any]:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from cnnpipe.registry import promotion as registry
+    from cnnpipe.registry.gates import gate_for
+    from cnnpipe.registry.lock import lock_path
+    from cnnpipe.registry.promotion import promote
+    from cnnpipe.registry.versions import CHAMPION, alias_version
 
     params, conn, client = _registry(args)
-    gate = registry.gate_for(params.register, args.name)
-    decision = registry.promote(client, gate, args.version, force=args.force, lock=registry.lock_path(conn.uri))
-    champion = registry.alias_version(client, args.name, registry.CHAMPION)
+    gate = gate_for(params.register, args.name)
+    decision = promote(client, gate, args.version, force=args.force, lock=lock_path(conn.uri))
+    champion = alias_version(client, args.name, CHAMPION)
     if decision.promote:
         print(f"{args.name}: version {champion.version} is @champion: {decision.reason}")
         return 0
@@ -66,20 +92,22 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from cnnpipe.registry import promotion as registry
+    from cnnpipe.registry.lock import lock_path
+    from cnnpipe.registry.promotion import rollback
+    from cnnpipe.registry.versions import CHAMPION, alias_version
 
     _, conn, client = _registry(args)
-    before = registry.alias_version(client, args.name, registry.CHAMPION)
-    now = registry.rollback(client, args.name, lock=registry.lock_path(conn.uri))
+    before = alias_version(client, args.name, CHAMPION)
+    now = rollback(client, args.name, lock=lock_path(conn.uri))
     print(f"{args.name}: version {now} is @champion again (was version {before.version if before else '-'})")
     return 0
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from cnnpipe.registry import promotion as registry
+    from cnnpipe.registry.versions import describe
 
     _, _, client = _registry(args)
-    info = registry.describe(client, args.ref)
+    info = describe(client, args.ref)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
@@ -107,172 +135,13 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def read_image(path: Path) -> Any:
-    """A PNG/JPEG (or any Pillow) file as a grayscale PIL image, whatever its mode; a directory,
-    a non-image, a corrupt or an oversized image fails naming the path."""
-    from PIL import Image, UnidentifiedImageError
-
-    if path.is_dir():
-        raise CnnpipeError(f"{path}: is a directory; give image files (PNG or JPEG)")
-    if not path.is_file():
-        raise CnnpipeError(f"{path}: no such file")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return to_gray(image)
-    except Image.DecompressionBombError as err:
-        raise CnnpipeError(f"{path}: refusing to decode an image this large ({err})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise CnnpipeError(f"{path}: not a readable image (PNG or JPEG expected): {err}") from None
-
-
-def to_gray(image: Any) -> Any:
-    """Any Pillow image as 8-bit grayscale (mode ``L``), its intensities kept: 16-bit and float
-    images are scaled, not clipped; transparent pixels become the black background the models
-    were trained on; EXIF rotation is applied."""
-    from PIL import Image, ImageOps
-
-    image = ImageOps.exif_transpose(image)
-    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16") or (image.mode == "I" and values.max(initial=0) > 255):
-            values = values / 257.0  # 16-bit range to 8-bit
-        elif image.mode == "F" and values.max(initial=0) <= 1.0:
-            values = values * 255.0  # float images in [0, 1]
-        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
-    if "A" in image.mode or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(black, rgba).convert("L")
-    try:
-        return image.convert("L")
-    except ValueError:  # modes Pillow cannot turn into L directly (LAB)
-        return image.convert("RGB").convert("L")
-
-
-def model_input(image: Any, shape: Sequence[int]) -> np.ndarray:
-    """A grayscale image as one input ``(1, H, W, C)`` float32 in [0, 1] for a model whose
-    input is ``(H, W, C)`` (resized; gray repeated for 3-channel models)."""
-    from PIL import Image
-
-    height, width, channels = shape
-    resized = image.resize((width, height), Image.Resampling.BILINEAR)
-    x = np.asarray(resized, dtype=np.float32)[None, :, :, None] / 255.0
-    return np.repeat(x, channels, axis=-1) if channels != 1 else x
-
-
-@dataclass(frozen=True)
-class Prediction:
-    path: Path
-    label: str | None = None
-    probability: float | None = None
-    box: tuple[int, int, int, int] | None = None  # x, y, w, h in the input image's pixels
-    mask_path: Path | None = None
-    coverage: float | None = None  # foreground share of the mask
-
-    def __str__(self) -> str:
-        if self.mask_path is not None:
-            return f"{self.path}: mask -> {self.mask_path} (foreground {self.coverage:.1%})"
-        text = f"{self.path}: {self.label} (p={self.probability:.3f})"
-        if self.box is not None:
-            text += " box x={} y={} w={} h={} px".format(*self.box)
-        return text
-
-
-def predict_image(model: Any, kind: str, class_names: Sequence[str], path: Path, image: Any) -> Prediction:
-    """Run ``model`` (a Keras model or a :mod:`cnnpipe.export` predictor) on the image read from
-    ``path``: a class, a class + box (in the image's pixels), or a mask written beside the input
-    as ``<stem>.mask.png``."""
-    from PIL import Image
-
-    from cnnpipe.serving.export import KerasPredictor
-
-    if not hasattr(model, "backend"):  # a Keras model rather than a cnnpipe.export predictor
-        model = KerasPredictor(model)
-    width, height = image.size
-    out = model(model_input(image, model.input_shape[1:]))
-
-    def top(probs: np.ndarray) -> tuple[str, float]:
-        k = int(np.argmax(probs))
-        return (class_names[k] if k < len(class_names) else str(k)), float(probs[k])
-
-    if kind == "mask":
-        prob = np.asarray(out)[0]
-        labels = (prob[..., 0] >= 0.5) if prob.shape[-1] == 1 else np.argmax(prob, axis=-1)
-        scale = 255 if prob.shape[-1] == 1 else 1  # binary: visible black/white; multiclass: label ids
-        mask = Image.fromarray((labels * scale).astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST)
-        target = path.with_name(f"{path.stem}.mask.png")
-        mask.save(target)
-        return Prediction(path, mask_path=target, coverage=float(np.mean(labels != 0)))
-    if kind == "box":
-        label, p = top(np.asarray(out["class"])[0])
-        bx, by, bw, bh = np.asarray(out["box"], dtype=np.float64)[0]  # fractions of the side
-        box = (round(bx * width), round(by * height), round(bw * width), round(bh * height))
-        return Prediction(path, label, p, box=box)
-    label, p = top(np.asarray(out)[0])
-    return Prediction(path, label, p)
-
-
-def load_registered_model(version: Any) -> Any:
-    """The Keras model of a registered version, loaded like any stage loads one: safe mode (no
-    Lambda bytecode), never a TensorFlow SavedModel a tampered MLmodel file could point at."""
-    import tempfile
-
-    import mlflow.artifacts
-    from mlflow.models import Model
-
-    from cnnpipe.errors import ModelError
-    from cnnpipe.training.outputs import load_model
-
-    uri = f"models:/{version.name}/{version.version}"
-    with tempfile.TemporaryDirectory(prefix="cnnpipe-predict-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
-        try:
-            flavor = Model.load(str(local / "MLmodel")).flavors.get("keras")
-        except Exception as err:  # noqa: BLE001 - any unreadable MLmodel file
-            raise ModelError(f"{uri}: no readable MLmodel file ({type(err).__name__}: {err})") from None
-        if not flavor or flavor.get("save_exported_model"):
-            raise ModelError(f"{uri}: not a .keras model (flavor {flavor!r}); predict loads only those, in safe mode")
-        path = local / flavor.get("data", "data")
-        path = (path / "model.keras") if path.is_dir() else path.with_name(path.name + ".keras")
-        try:
-            return load_model(path, producer="register")
-        except ModelError as err:
-            raise ModelError(f"{uri}: {err}") from None
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cnnpipe.registry import promotion as registry
+    from cnnpipe.serving.predict import predict_files
 
     _, _, client = _registry(args)
-    version = registry.resolve(client, args.ref)
-    images = {Path(p): read_image(Path(p)) for p in args.images}  # bad files fail before the download
-    model = load_registered_model(version)
-    kind = version.tags.get("cnnpipe.kind", "class")
-    names = json.loads(version.tags.get("cnnpipe.class_names", "[]"))
-    predictor = _predictor(model, [model_input(image, model.input_shape[1:]) for image in images.values()],
-                           args.backend)
-    for path, image in images.items():
-        print(predict_image(predictor, kind, names, path, image))
+    for prediction in predict_files(client, args.ref, args.images, args.backend):
+        print(prediction)
     return 0
-
-
-def _predictor(model: Any, inputs: list[np.ndarray], backend: str) -> Any:
-    """The fastest backend allowed by ``--backend`` whose outputs match Keras on these inputs
-    plus a few seeded random ones (parity); Keras when none does."""
-    from cnnpipe.serving import export
-
-    if backend == "keras":
-        return export.KerasPredictor(model)
-    noise = np.random.default_rng(0).random((8, *inputs[0].shape[1:]), dtype=np.float32)
-    probe = np.concatenate([*inputs, noise])
-    backends = export.BACKENDS if backend == "auto" else (backend,)
-    predictor, checks = export.choose_predictor(model, probe, backends, cache=export.cache_dir())
-    for check in checks:
-        outcome = "passed" if check.passed else "FAILED"
-        log.info("parity %s: %s (max |diff| %.2g on %d inputs)", check.backend, outcome, check.max_abs_diff, check.n)
-    log.info("predicting with %s", predictor.backend)
-    return predictor
 
 
 # --------------------------------------------------------------------------------------
@@ -287,10 +156,10 @@ def _quiet_prefect() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _quiet_prefect()
+    root, params_file = _project(args)
     from pipelines.training import training_flow
 
-    statuses = training_flow(project_dir=str(Path(args.params).resolve().parent),
-                             params_file=Path(args.params).name)
+    statuses = training_flow(project_dir=str(root), params_file=params_file)
     for stage, status in statuses.items():
         print(f"{stage}: {status}")
     return 0
@@ -298,33 +167,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     _quiet_prefect()
-    from pipelines import schedules
-
     if args.dry_run:
-        for when in schedules.next_run_times(args.cron, args.count, timezone=args.timezone):
+        from cnnpipe.flows.schedule import next_run_times
+
+        for when in next_run_times(args.cron, args.count, timezone=args.timezone):
             print(when.isoformat())
         return 0
+    root, params_file = _project(args)
+    from pipelines import schedules
+
     if not os.environ.get("PREFECT_API_URL"):
         print("note: PREFECT_API_URL is not set, so the schedule lives in a temporary Prefect server "
               "for as long as this process runs; start `prefect server start` and export "
               "PREFECT_API_URL=http://127.0.0.1:4200/api to keep it and see it in the UI", file=sys.stderr)
-    schedules.serve(args.cron, project_dir=str(Path(args.params).resolve().parent),
-                    params_file=Path(args.params).name, timezone=args.timezone)
+    schedules.serve(args.cron, project_dir=str(root), params_file=params_file, timezone=args.timezone)
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from cnnpipe.tracking import lineage
-    from cnnpipe.tracking import runs as tracking
+    from cnnpipe.security import redact
+    from cnnpipe.tracking.connection import STORE_ARTIFACTS, embedded_uri, resolve_uri
+    from cnnpipe.tracking.lineage import project_root, store_root
 
     params = _params(args)
-    root = lineage.store_root(lineage.project_root(Path(args.params).resolve().parent))
-    uri = tracking.resolve_uri(params.tracking, root)
-    if uri != tracking.embedded_uri(root):
-        print(f"runs are tracked at {tracking.redact(uri)}: open that server's UI instead")
+    root = store_root(project_root(_params_file(args).parent))
+    uri = resolve_uri(params.tracking, root)
+    if uri != embedded_uri(root):
+        print(f"runs are tracked at {redact(uri)}: open that server's UI instead")
         return 0
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--default-artifact-root", (root / tracking.STORE_ARTIFACTS).as_uri(),
+               "--default-artifact-root", (root / STORE_ARTIFACTS).as_uri(),
                "--host", "127.0.0.1", "--port", str(args.port)]
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri})", flush=True)
     os.execv(sys.executable, command)  # replaces this process: Ctrl-C stops the UI directly
@@ -358,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict image files with a registered model")
     p.add_argument("ref", help="NAME, NAME@ALIAS or NAME/VERSION (NAME alone: @champion)")
-    p.add_argument("images", nargs="+", help="PNG/JPEG files (converted to grayscale, resized)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, TIFF, ...), decoded like the training data")
     p.add_argument("--backend", choices=("auto", "tflite", "keras"), default="auto",
                    help="auto (default): the fastest that matches Keras (TFLite, else Keras)")
     p.set_defaults(func=cmd_predict)

@@ -20,3 +20,11 @@ class ModelError(CnnpipeError):
 class OutputError(CnnpipeError):
     """An output cannot be written (permission denied, read-only or full disk); the previous
     output at that path is left as it was."""
+
+
+class RegistryError(CnnpipeError):
+    """A registry request that cannot be honoured (unknown model, no @previous, ...)."""
+
+
+class ConcurrentPromotion(RegistryError):
+    """Another promotion moved @champion while this one ran."""

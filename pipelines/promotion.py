@@ -15,21 +15,24 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 
 from cnnpipe.config import load_params
-from cnnpipe.registry import promotion as registry
-from cnnpipe.tracking.runs import Connection, connect
+from cnnpipe.flows.report import promotion_report
+from cnnpipe.registry.gates import Gate, gate_for, gates
+from cnnpipe.registry.lock import lock_path
+from cnnpipe.registry.promotion import promote
+from cnnpipe.registry.versions import CHALLENGER, alias_version
+from cnnpipe.tracking.connection import Connection, connect
 
 CONCURRENCY_LIMIT = "cnnpipe-promotion"
 
 
 @task(task_run_name="promote {name}")
-def promote_challenger(conn: Connection, gate: registry.Gate, name: str, force: bool) -> dict[str, object]:
+def promote_challenger(conn: Connection, gate: Gate, name: str, force: bool) -> dict[str, object]:
     """Promote ``name@challenger`` through its gate; a model without one is reported, not failed."""
     client = conn.client()
-    challenger = registry.alias_version(client, name, registry.CHALLENGER)
+    challenger = alias_version(client, name, CHALLENGER)
     if challenger is None:
         return {"version": None, "promoted": False, "reason": "no @challenger to promote"}
-    decision = registry.promote(client, gate, challenger.version, force=force,
-                                lock=registry.lock_path(conn.uri))
+    decision = promote(client, gate, challenger.version, force=force, lock=lock_path(conn.uri))
     return {"version": challenger.version, "promoted": decision.promote, "reason": decision.reason}
 
 
@@ -44,16 +47,13 @@ def promotion_flow(
     root = Path(project_dir).resolve()
     params = load_params(root / params_file)
     conn = connect(params.tracking, root)
-    gates = registry.gates(params.register)
     results = {}
     with concurrency(CONCURRENCY_LIMIT, occupy=1, strict=False):
-        for name in names or list(gates):
-            results[name] = promote_challenger(conn, registry.gate_for(params.register, name), name, force)
-    rows = [f"| {n} | {r['version'] or '-'} | {'promoted' if r['promoted'] else 'kept'} | {r['reason']} |"
-            for n, r in results.items()]
+        for name in names or list(gates(params.register)):
+            results[name] = promote_challenger(conn, gate_for(params.register, name), name, force)
     create_markdown_artifact(
         key="cnnpipe-promotion-report",
-        markdown="\n".join(["| model | challenger | decision | reason |", "|---|---|---|---|", *rows]) + "\n",
+        markdown=promotion_report(results),
         description="cnnpipe: promotion decisions",
     )
     return results

@@ -7,34 +7,15 @@ then ``PREFECT_API_URL=http://127.0.0.1:4200/api``); ``serve`` keeps a process t
 
 from __future__ import annotations
 
-import asyncio
-from datetime import datetime
 from pathlib import Path
 
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
-from cnnpipe.errors import CnnpipeError
+from cnnpipe.flows.schedule import check_cron
 from pipelines.training import training_flow
 
 DEPLOYMENT = "cnnpipe-scheduled"
-
-
-def _checked(cron: str, timezone: str) -> None:
-    from prefect.server.schemas.schedules import CronSchedule
-
-    try:
-        CronSchedule(cron=cron, timezone=timezone)
-    except ValueError as err:  # pydantic's ValidationError is a ValueError
-        raise CnnpipeError(f"invalid schedule cron={cron!r} timezone={timezone!r}: {err}") from None
-
-
-def next_run_times(cron: str, count: int = 3, *, timezone: str = "UTC", after: datetime | None = None) -> list[datetime]:
-    """The next ``count`` start times, computed by the same code Prefect's scheduler uses."""
-    from prefect.server.schemas.schedules import CronSchedule
-
-    _checked(cron, timezone)
-    return list(asyncio.run(CronSchedule(cron=cron, timezone=timezone).get_dates(n=count, start=after)))
 
 
 def training_deployment(
@@ -42,7 +23,7 @@ def training_deployment(
     timezone: str = "UTC", name: str = DEPLOYMENT,
 ) -> RunnerDeployment:
     """The training flow as a deployment that runs on ``cron``."""
-    _checked(cron, timezone)
+    check_cron(cron, timezone)
     return training_flow.to_deployment(
         name=name,
         schedules=[Cron(cron, timezone=timezone)],

@@ -20,31 +20,27 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
 from cnnpipe.config import load_params
-from cnnpipe.errors import CnnpipeError
-from cnnpipe.tracking import runs as tracking
-from cnnpipe.tracking.lineage import repro_stage, stage_order
+from cnnpipe.flows.dvc import repro_stage, stage_order
+from cnnpipe.flows.report import pipeline_report
+from cnnpipe.security import redact
+from cnnpipe.tracking.runs import child_runs, flow_run
 
 IO_STAGES = frozenset({"fetch"})  # network and disk: worth retrying; a training bug is not
 REPORT_KEY = "cnnpipe-training-report"
 
 
-class StageFailed(CnnpipeError):
-    """A DVC stage exited non-zero; the message names it and ends with its output."""
-
-
 def report_stage_failure(task: Any, task_run: Any, state: Any) -> None:
     """on_failure hook: one line naming the stage (the task run's name) and its error."""
-    logging.getLogger("cnnpipe").error("pipeline stage %r failed: %s", task_run.name, tracking.redact(str(state.message)))
+    logging.getLogger("cnnpipe").error("pipeline stage %r failed: %s", task_run.name, redact(str(state.message)))
 
 
 # DVC caches the outputs: Prefect must not cache the task on top of it.
 @task(task_run_name="{stage}", cache_policy=NO_CACHE, on_failure=[report_stage_failure])
 def run_stage(project_dir: str, stage: str, env: dict[str, str]) -> str:
-    """``dvc repro --single-item <stage>``; returns "ran", "skipped" or "restored"."""
+    """``dvc repro --single-item <stage>``; returns "ran", "skipped" or "restored" (raises
+    :class:`cnnpipe.flows.dvc.StageFailed` naming the stage if it failed)."""
     outcome = repro_stage(project_dir, stage, env)
-    if outcome.status == "failed":
-        raise StageFailed(tracking.redact(
-            f"stage {stage!r} failed (dvc repro exit {outcome.returncode}):\n{outcome.tail()}"))
+    outcome.raise_for_failure()
     get_run_logger().info("stage %s: %s by DVC", stage, outcome.status)
     return outcome.status
 
@@ -65,7 +61,7 @@ def training_flow(
     run = get_run_context().flow_run
     io_stage = run_stage.with_options(retries=io_retries, retry_delay_seconds=exponential_backoff(retry_delay_s))
     statuses: dict[str, str] = {}
-    with tracking.flow_run(params, root, name=f"pipeline {run.name}", flow_run_id=str(run.id)) as (conn, parent, env):
+    with flow_run(params, root, name=f"pipeline {run.name}", flow_run_id=str(run.id)) as (conn, parent, env):
         error = None
         try:
             for stage in stage_order(root):
@@ -78,9 +74,9 @@ def training_flow(
             experiment = conn.client().get_run(parent).info.experiment_id
             create_markdown_artifact(
                 key=REPORT_KEY,
-                markdown=tracking.pipeline_report(
+                markdown=pipeline_report(
                     statuses, root / params.paths.metrics, error=error,
-                    parent_url=conn.run_url(experiment, parent), stage_urls=tracking.child_runs(conn, parent),
+                    parent_url=conn.run_url(experiment, parent), stage_urls=child_runs(conn, parent),
                 ),
                 description="cnnpipe: stage outcomes, MLflow runs and metrics",
             )

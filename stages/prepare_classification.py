@@ -3,7 +3,7 @@
 ``fashion_mnist`` (default): the fetched raw IDX items (already checked by the validate stage),
 stratified seeded validation carve-out, scaled to [0, 1]. ``idx`` / ``folders``: the user's
 files, read, checked by their own Great Expectations suite and resized
-(cnnpipe/data/datasets.py). Writes ``<paths.prepared>/classification`` atomically and
+(cnnpipe/data/formats/prepare_own.py). Writes ``<paths.prepared>/classification`` atomically and
 ``<paths.reports>/classification_validation``.
 """
 
@@ -13,12 +13,12 @@ import logging
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.formats.prepare_own import is_own, prepare_own, report_dir
-from cnnpipe.data.raw.fetch import FASHION_MNIST_SPLITS
-from cnnpipe.data.raw.idx import read_idx_pair
+from cnnpipe.data.formats.prepare_own import prepare_own
+from cnnpipe.data.layout import is_own, prepared_dir, report_dir
+from cnnpipe.data.prepared import write_arrays
+from cnnpipe.data.raw.fetched import read_fetched
 from cnnpipe.data.splits import classification_arrays, split_items
-from cnnpipe.errors import DataError
-from cnnpipe.io import atomic_dir, read_json, save_array, write_json
+from cnnpipe.io import atomic_dir, write_json
 from cnnpipe.stage_shell import run_stage
 from cnnpipe.tracking.runs import stage_run
 
@@ -26,20 +26,15 @@ log = logging.getLogger("cnnpipe")
 
 
 def built_in(params: Params, raw: Path, out: Path) -> dict[str, int]:
-    """The fetched set, split and normalized; the same bytes the single prepare stage wrote."""
-    if not (raw / "source.json").exists():
-        raise DataError(f"{raw / 'source.json'}: missing; it is written by the 'fetch' stage")
-    class_names = list(read_json(raw / "source.json")["class_names"])
-    x_train, y_train = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["train"]))
-    x_test, y_test = read_idx_pair(*(raw / name for name in FASHION_MNIST_SPLITS["test"]))
-    items = split_items(x_train, y_train, x_test, y_test, params.prepare.val_fraction, params.seed)
+    """The fetched set, split into train/val/test in the prepared layout (uint8 images)."""
+    fetched = read_fetched(raw)
+    items = split_items(*fetched.splits["train"], *fetched.splits["test"], params.prepare.val_fraction, params.seed)
     arrays = classification_arrays(items)
     with atomic_dir(out) as tmp:
-        for name, array in arrays.items():
-            save_array(tmp / f"{name}.npy", array)
+        write_arrays(tmp, arrays)
         write_json(tmp / "meta.json", {
-            "class_names": class_names,
-            "image_shape": list(arrays["x_train"].shape[1:]),
+            "class_names": fetched.class_names,
+            "image_shape": list(arrays["train"]["images"].shape[1:]),
             "counts": items.counts(),
             "seed": params.seed,
             "val_fraction": params.prepare.val_fraction,
@@ -53,7 +48,7 @@ def built_in(params: Params, raw: Path, out: Path) -> dict[str, int]:
 
 def body(params: Params) -> None:
     raw = Path(params.paths.raw) / params.fetch.dataset
-    out = Path(params.paths.prepared) / "classification"
+    out = prepared_dir(params, "classification")
     with stage_run("prepare_classification", params, param_sections=["seed", "prepare", "datasets"],
                    inputs={"raw": raw}) as run:
         if is_own(params, "classification"):

@@ -16,21 +16,18 @@ from typing import Any
 import numpy as np
 
 from cnnpipe.config import Params
-from cnnpipe.data.formats.prepare_own import prepared_dir
-from cnnpipe.data.prepared import class_names, test_split
+from cnnpipe.data.images import to_model_input
+from cnnpipe.data.layout import prepared_dir
+from cnnpipe.data.prepared import PreparedSet
 from cnnpipe.errors import DataError
-from cnnpipe.evaluation.evaluate import as_model_input
 from cnnpipe.io import read_json, write_json
-from cnnpipe.registry.promotion import (
-    Gate,
-    actor,
-    gates,
-    lock_path,
-    promote,
-    register_version,
-)
+from cnnpipe.registry.gates import Gate, gates
+from cnnpipe.registry.lock import lock_path
+from cnnpipe.registry.promotion import promote
+from cnnpipe.registry.versions import actor, register_version
 from cnnpipe.stage_shell import run_task_stage
 from cnnpipe.taskspec import PRODUCERS, TASKS
+from cnnpipe.tracking.keras import log_keras_model
 from cnnpipe.tracking.lineage import content_hash
 from cnnpipe.tracking.runs import numeric_metrics, stage_run
 from cnnpipe.training.outputs import load_model
@@ -57,11 +54,12 @@ def register_task(params: Params, gate: Gate) -> dict[str, Any]:
 
     with stage_run(f"register@{task.key}", params, param_sections=[*task.sections, "register"],
                    inputs=inputs) as run:
-        names = class_names(data_dir)
-        test_images = test_split(data_dir).images
-        example = as_model_input(np.asarray(test_images[:N_EXAMPLES]))
-        info = run.log_keras_model(
-            load_model(model_path, PRODUCERS[task.model_file]), "model", example,
+        data = PreparedSet.open(data_dir)
+        names = list(data.class_names)
+        test_images = data.load("test").images
+        example = to_model_input(np.asarray(test_images[:N_EXAMPLES]))
+        info = log_keras_model(
+            run, load_model(model_path, PRODUCERS[task.model_file]), "model", example,
             metadata={"task": task.key, "kind": task.kind, "class_names": names},
         )
         run.log_metrics(metrics)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.prepared import class_names, load_classification
+from cnnpipe.data.layout import prepared_dir
+from cnnpipe.data.prepared import PreparedSet
 from cnnpipe.seeding import set_global_seed
 from cnnpipe.stage_shell import publish_summary, run_stage
+from cnnpipe.tracking.keras import epoch_logger
 from cnnpipe.tracking.runs import stage_run
 from cnnpipe.training.classifier import train_classifier
 from cnnpipe.training.outputs import TrainOutputs, save_model
@@ -15,17 +17,18 @@ from cnnpipe.training.outputs import TrainOutputs, save_model
 
 def main(params: Params) -> None:
     paths = params.paths
-    data = Path(paths.prepared) / "classification"
+    data = prepared_dir(params, "classifier")
     out = TrainOutputs.named(paths.models, paths.plots, "classifier")
     with stage_run("train_classifier", params, param_sections=["seed", "augment", "train_classifier"],
                    inputs={"classification": data}) as run:
         set_global_seed(params.seed)
-        train, val = load_classification(data, "train"), load_classification(data, "val")
+        prepared = PreparedSet.open(data, producer="prepare_classification")
+        train, val = prepared.load("train"), prepared.load("val")
         run.log_dataset(train.images, "classification-train", run.tags["dvc.classification"],
                         source=data, targets=train.labels)
         result = train_classifier(
-            train, val, len(class_names(data)), params.train_classifier, params.augment, params.seed, out,
-            callbacks=(run.epoch_logger(),), strategy=params.train.strategy,
+            train, val, len(prepared.class_names), params.train_classifier, params.augment, params.seed, out,
+            callbacks=(epoch_logger(run),), strategy=params.train.strategy,
         )
         save_model(result.model, out.model)
         summary = result.summary()

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.formats.prepare_own import prepared_dir
-from cnnpipe.data.prepared import class_names
-from cnnpipe.data.scenes.shards import ShardedSplit, open_scenes
-from cnnpipe.errors import DataError
+from cnnpipe.data.layout import prepared_dir
+from cnnpipe.data.prepared import PreparedSet, ShardedSplit, split_labels
 from cnnpipe.seeding import set_global_seed
 from cnnpipe.stage_shell import publish_summary, run_stage
+from cnnpipe.tracking.keras import epoch_logger
 from cnnpipe.tracking.runs import stage_run
 from cnnpipe.training.localizer import train_localizer
 from cnnpipe.training.outputs import TrainOutputs, load_model, save_model
@@ -27,16 +26,16 @@ def main(params: Params) -> None:
         pretrained = None
         if lp.backbone == "classifier":
             pretrained = load_model(classifier, producer="train_classifier")
-        train = open_scenes(scenes, "train")  # streamed from disk when sharded
-        if getattr(train, "boxes", True) is None:
-            raise DataError(f"{scenes}: has no boxes; datasets.localization must name a format with boxes")
-        labels = train.labels() if isinstance(train, ShardedSplit) else train.labels
+        data = PreparedSet.open(scenes)
+        data.require("boxes", "datasets.localization")
+        train = data.split("train")  # streamed from disk when sharded
+        labels = split_labels(train)
         # Sharded: the labels stand for the set (MLflow would profile every image in memory).
         run.log_dataset(labels if isinstance(train, ShardedSplit) else train.images, "scenes-train",
                         run.tags["dvc.scenes"], source=scenes, targets=labels)
         result = train_localizer(
-            train, open_scenes(scenes, "val"), len(class_names(scenes)), lp, params.augment, params.seed,
-            out, pretrained, params.train_classifier, callbacks=(run.epoch_logger(),),
+            train, data.split("val"), len(data.class_names), lp, params.augment, params.seed,
+            out, pretrained, params.train_classifier, callbacks=(epoch_logger(run),),
             strategy=params.train.strategy,
         )
         save_model(result.model, out.model)

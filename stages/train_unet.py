@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.formats.prepare_own import index_masks, prepared_dir
-from cnnpipe.data.prepared import class_names
-from cnnpipe.data.scenes.shards import ShardedSplit, open_scenes
+from cnnpipe.data.layout import prepared_dir
+from cnnpipe.data.prepared import PreparedSet, ShardedSplit, split_labels
 from cnnpipe.seeding import set_global_seed
 from cnnpipe.stage_shell import publish_summary, run_stage
+from cnnpipe.tracking.keras import epoch_logger
 from cnnpipe.tracking.runs import stage_run
 from cnnpipe.training.outputs import TrainOutputs, save_model
 from cnnpipe.training.unet import train_unet
@@ -20,19 +19,21 @@ def main(params: Params) -> None:
     paths, up = params.paths, params.train_unet
     scenes = prepared_dir(params, "segmentation")  # the scenes, or <prepared>/<format> of own data
     out = TrainOutputs.named(paths.models, paths.plots, "unet")
-    if index_masks(scenes):  # own masks of class ids: one softmax channel per class
-        up = dataclasses.replace(up, multiclass=True)
+    data = PreparedSet.open(scenes)
+    data.require("masks", "datasets.segmentation")
+    if data.index_masks:  # own masks of class ids: one softmax channel per class (evaluate reads the head)
+        up = up.model_copy(update={"multiclass": True})
     with stage_run("train_unet", params, param_sections=["seed", "augment", "train_unet"],
                    inputs={"scenes": scenes}) as run:
         set_global_seed(params.seed)
-        train = open_scenes(scenes, "train")  # streamed from disk when sharded
-        labels = train.labels() if isinstance(train, ShardedSplit) else train.labels
+        train = data.split("train")  # streamed from disk when sharded
+        labels = split_labels(train)
         # Sharded: the labels stand for the set (MLflow would profile every image in memory).
         run.log_dataset(labels if isinstance(train, ShardedSplit) else train.images, "scenes-train",
                         run.tags["dvc.scenes"], source=scenes, targets=labels)
         result = train_unet(
-            train, open_scenes(scenes, "val"), len(class_names(scenes)), up, params.augment, params.seed, out,
-            callbacks=(run.epoch_logger(),), strategy=params.train.strategy,
+            train, data.split("val"), len(data.class_names), up, params.augment, params.seed, out,
+            callbacks=(epoch_logger(run),), strategy=params.train.strategy,
         )
         save_model(result.model, out.model)
         summary = {**result.summary(), "multiclass": up.multiclass}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.prepared import class_names, load_scenes
+from cnnpipe.data.layout import prepared_dir
+from cnnpipe.data.prepared import PreparedSet
 from cnnpipe.seeding import set_global_seed
 from cnnpipe.stage_shell import publish_summary, run_stage
 from cnnpipe.tracking.runs import stage_run
@@ -15,7 +16,7 @@ from cnnpipe.training.transfer import train_transfer, transfer_outputs
 
 def main(params: Params) -> None:
     paths, tp = params.paths, params.transfer
-    scenes = Path(paths.prepared) / "scenes"
+    scenes = prepared_dir(params, "transfer")
     classifier_path = Path(paths.models) / "classifier.keras"
     outs = transfer_outputs(Path(paths.models), Path(paths.plots))
     with stage_run("transfer", params, param_sections=["seed", "augment", "train_classifier", "transfer"],
@@ -26,10 +27,11 @@ def main(params: Params) -> None:
             classifier = load_model(classifier_path, producer="train_classifier")
         # The task draws its few labels per class from this split. It takes no callbacks, so its
         # three fits reach MLflow as history CSVs rather than per-epoch metrics.
-        train = load_scenes(scenes, "train")
+        data = PreparedSet.open(scenes)
+        train = data.load("train")
         run.log_dataset(train.images, "scenes-train", run.tags["dvc.scenes"], source=scenes, targets=train.labels)
         result = train_transfer(
-            train, load_scenes(scenes, "val"), len(class_names(scenes)), tp,
+            train, data.load("val"), len(data.class_names), tp,
             params.augment, params.seed, outs, classifier, params.train_classifier,
         )
         summary = {"backbone": tp.backbone, "labels_per_class": tp.labels_per_class,

@@ -10,51 +10,32 @@ import logging
 from pathlib import Path
 
 from cnnpipe.config import Params
-from cnnpipe.data.raw.idx import read_idx_pair
-from cnnpipe.data.validation.manifest import classification_manifest, save_manifest
-from cnnpipe.data.validation.suites import (
-    raise_if_failed,
-    validate_classification,
-    write_report,
-)
-from cnnpipe.errors import DataError
-from cnnpipe.io import atomic_dir, read_json
+from cnnpipe.data.raw.fetched import read_fetched
+from cnnpipe.data.validation.gx import raise_if_failed, save_report
+from cnnpipe.data.validation.manifest import classification_manifest
+from cnnpipe.data.validation.suites import validate_classification
 from cnnpipe.stage_shell import run_stage
 from cnnpipe.tracking.runs import stage_run
 
 log = logging.getLogger("cnnpipe")
 
-# split name -> IDX file prefix in the raw dataset directory
-SPLITS = {"train": "train", "test": "t10k"}
 
-
-def validate(params: Params) -> None:
+def body(params: Params) -> None:
+    """Check the fetched ``<paths.raw>/<fetch.dataset>``; the report goes to ``<paths.reports>/validate``."""
     raw = Path(params.paths.raw) / params.fetch.dataset
+    out = Path(params.paths.reports) / "validate"
     with stage_run("validate", params, param_sections=["validate"], inputs={"raw": raw}) as run:
-        source_path = raw / "source.json"
-        if not source_path.is_file():
-            raise DataError(f"{source_path}: missing; run the fetch stage first")
-        source = read_json(source_path)
-        missing = [k for k in ("class_names", "image_shape") if k not in source]
-        if missing:
-            raise DataError(f"{source_path}: missing key(s) {', '.join(missing)}")
-        splits = {
-            name: read_idx_pair(raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte")
-            for name, prefix in SPLITS.items()
-        }
-        manifest = classification_manifest(splits)
+        fetched = read_fetched(raw)
+        manifest = classification_manifest(fetched.splits)
         run.log_dataset(manifest, f"{params.fetch.dataset}-manifest", run.tags["dvc.raw"], source=raw,
                         context="validation")
         report = validate_classification(
             manifest,
-            class_names=source["class_names"],
-            image_shape=source["image_shape"],
+            class_names=fetched.class_names,
+            image_shape=fetched.image_shape,
             balance_tolerance=params.validate.balance_tolerance,
         )
-        out = Path(params.paths.reports) / "validate"
-        with atomic_dir(out) as tmp:
-            save_manifest(manifest, tmp / "manifest.csv")
-            write_report(report, tmp)
+        save_report(report, out, manifest)
         log.info(
             "%d images, %d failed expectation(s); report in %s",
             len(manifest), len(report.failures), out / "data_docs" / "index.html",
@@ -67,5 +48,9 @@ def validate(params: Params) -> None:
         raise_if_failed(report, f"{raw}")
 
 
+def main(argv: list[str] | None = None) -> None:
+    run_stage("validate", body, argv)
+
+
 if __name__ == "__main__":
-    run_stage("validate", validate)
+    main()

@@ -21,14 +21,13 @@ def _throwaway_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """Stage shells log every run to MLflow: in tests that is a throw-away store, never the
     project's own ``mlflow.db`` (stage tests run with the repository as cwd) nor a server named in
     the developer's shell. Tests about where runs go set or clear the variable themselves."""
+    from helpers import params_with
     from mlflow.tracking import MlflowClient
-
-    from cnnpipe.config import TrackingParams
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     # Created here so its artifacts stay here too (MLflow's default is ./mlruns in the cwd).
-    MlflowClient(uri).create_experiment(TrackingParams().experiment, artifact_location=(root / "mlartifacts").as_uri())
+    MlflowClient(uri).create_experiment(params_with().tracking.experiment, artifact_location=(root / "mlartifacts").as_uri())
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         for var in ("CNNPIPE_PARENT_RUN_ID", "CNNPIPE_PREFECT_FLOW_RUN_ID"):

@@ -1,14 +1,28 @@
-"""Tiny-data helpers shared by the tests: small, deterministic, class-distinct datasets."""
+"""Helpers shared by the tests: tiny, deterministic, class-distinct datasets, and params.yaml
+with a few keys changed (the schema has no defaults: every value comes from params.yaml)."""
 
 from __future__ import annotations
 
+import functools
+import operator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+import yaml
 
+from cnnpipe.config import (
+    EXTENDS,
+    Params,
+    load_params,
+    merge,
+    params_from_dict,
+    read_params,
+)
 from cnnpipe.data.raw.idx import encode_idx, write_idx
 from cnnpipe.io import sha256_bytes
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 N_CLASSES = 10
 TRAIN_IMAGES = "train-images-idx3-ubyte"
@@ -87,3 +101,24 @@ def write_tiny_idx_dataset(
     for name, array in data.files().items():
         write_idx(dir / (f"{name}.gz" if gz else name), array, gz=gz)
     return data
+
+
+def params_with(overrides: dict[str, Any] | None = None) -> Params:
+    """params.yaml with ``overrides`` deep-merged in (as an overlay would be), validated."""
+    return params_from_dict(merge(read_params(REPO_PARAMS), overrides or {}))
+
+
+def section(dotted: str, **overrides: Any) -> Any:
+    """One section of params.yaml with ``overrides``, validated as that section alone, e.g.
+    ``section("train_classifier.fit", epochs=1)`` or ``section("datasets.localization", format="csv")``."""
+    keys = dotted.split(".")
+    data = functools.reduce(operator.getitem, keys, read_params(REPO_PARAMS))
+    cls = type(functools.reduce(getattr, keys, load_params(REPO_PARAMS)))
+    return cls.model_validate(merge(data, overrides))
+
+
+def write_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Path:
+    """Write an overlay of this repo's params.yaml holding ``overrides``; returns ``path``."""
+    path = Path(path)
+    path.write_text(yaml.safe_dump({EXTENDS: str(REPO_PARAMS), **(overrides or {})}, sort_keys=False))
+    return path

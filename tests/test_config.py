@@ -1,12 +1,47 @@
-import pytest
+import math
+import typing
 
-from cnnpipe.config import Params, ParamsError, load_params, params_from_dict, to_dict
+import pytest
+import yaml
+from helpers import REPO_PARAMS, params_with
+from pydantic import BaseModel, ValidationError
+
+from cnnpipe.config import (
+    Params,
+    ParamsError,
+    load_params,
+    merge,
+    params_from_dict,
+    read_params,
+    to_dict,
+)
 
 
 def test_repo_params_load_and_round_trip():
-    params = load_params("params.yaml")
+    params = load_params(REPO_PARAMS)
     assert isinstance(params, Params)
     assert params_from_dict(to_dict(params)) == params
+
+
+def _sections(model: type[BaseModel]) -> typing.Iterator[type[BaseModel]]:
+    yield model
+    for info in model.model_fields.values():
+        for tp in (info.annotation, *typing.get_args(info.annotation)):
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                yield from _sections(tp)
+
+
+def test_the_schema_has_no_defaults_so_params_yaml_is_the_one_source():
+    # The rule holds for every field, recipe or not: a default in code could differ from
+    # params.yaml unseen, and an overlay would silently inherit it instead of the base's value.
+    with_default = [f"{section.__name__}.{name}" for section in _sections(Params)
+                    for name, info in section.model_fields.items() if not info.is_required()]
+    assert with_default == []
+    # ... so params.yaml names every key: nothing is left for the code to fill in.
+    def keys(data, prefix=""):
+        return {k for key, value in data.items()
+                for k in ({f"{prefix}{key}"} | (keys(value, f"{prefix}{key}.") if isinstance(value, dict) else set()))}
+    assert keys(yaml.safe_load(REPO_PARAMS.read_text())) == keys(to_dict(load_params(REPO_PARAMS)))
 
 
 @pytest.mark.parametrize(
@@ -21,18 +56,37 @@ def test_repo_params_load_and_round_trip():
         ({"prepare": {"val_fraction": 1.5}}, "prepare.val_fraction: must be in (0, 1)"),
         ({"augment": {"shift": -0.1}}, "augment.shift: must be in [0, 1]"),
         ({"fetch": {"timeout_s": 0}}, "fetch.timeout_s: must be > 0"),
+        ({"fetch": {"timeout_s": "3"}}, "fetch.timeout_s: expected a number, got str '3'"),
+        ({"transfer": {"fit": {"learning_rate": math.nan}}},
+         "transfer.fit.learning_rate: must be a finite number, got nan"),
+        ({"register": {"min_dice": math.inf}}, "register.min_dice: must be a finite number, got inf"),
+        ({"transfer": {"scales": [1.0, 5]}}, "transfer.scales[1]: must be in (0, 4], got 5"),
+        ({"train_unet": {"filters": []}}, "train_unet.filters: must not be empty"),
+        ({"paths": {"raw": None}}, "paths.raw: must not be null"),
     ],
 )
 def test_bad_params_name_the_key(data, message):
     with pytest.raises(ParamsError) as err:
+        params_with(data)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_missing_key_is_named_and_a_typo_reads_as_unknown_first():
+    data = read_params(REPO_PARAMS)  # a fresh mapping
+    fit = data["train_unet"]["fit"]
+    del fit["precision"]
+    with pytest.raises(ParamsError, match=r"^train_unet\.fit\.precision: missing; params\.yaml sets every key"):
         params_from_dict(data)
-    assert message in str(err.value)
+    fit["precison"] = "auto"  # unknown + missing: the unknown key is the useful hint
+    with pytest.raises(ParamsError, match=r"^unknown key\(s\) train_unet\.fit\.precison; valid keys of "):
+        params_from_dict(data)
 
 
 def test_lists_become_tuples_and_params_are_frozen():
-    params = params_from_dict({"prepare": {"scenes": {"n_train": 10}}})
+    params = params_with({"prepare": {"scenes": {"n_train": 10}}})
     assert params.prepare.scenes.n_train == 10
-    with pytest.raises(AttributeError):
+    assert params.train_classifier.filters == (32, 64, 128)
+    with pytest.raises(ValidationError, match="frozen"):
         params.seed = 1  # type: ignore[misc]
 
 
@@ -43,3 +97,46 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("seed: [1,\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+# --------------------------------------------------------------------------------------
+# Overlays (params.quick.yaml)
+# --------------------------------------------------------------------------------------
+
+
+def test_an_overlay_deep_merges_onto_its_base_and_replaces_lists(tmp_path):
+    (tmp_path / "base.yaml").write_text(REPO_PARAMS.read_text())
+    (tmp_path / "sub").mkdir()
+    overlay = tmp_path / "sub" / "quick.yaml"
+    overlay.write_text("extends: ../base.yaml\n"  # relative to the overlay's own folder
+                       "transfer: {scales: [0.5], fit: {epochs: 1}}\ntrain_unet: {filters: [8]}\n")
+    base, params = load_params(REPO_PARAMS), load_params(overlay)
+    assert params.transfer.scales == (0.5,) and params.train_unet.filters == (8,)  # replaced, not merged
+    assert params.transfer.fit.epochs == 1
+    assert params.transfer.fit.model_copy(update={"epochs": base.transfer.fit.epochs}) == base.transfer.fit
+    assert params.model_copy(update={"transfer": base.transfer, "train_unet": base.train_unet}) == base
+
+
+def test_an_unknown_key_in_an_overlay_is_named(tmp_path):
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(f"extends: {REPO_PARAMS}\ntrain_localizer: {{fit: {{epoch: 2}}}}\n")
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) train_localizer\.fit\.epoch; valid keys of "
+                                          r"train_localizer\.fit: epochs, "):
+        load_params(overlay)
+    overlay.write_text("extends: o.yaml\nseed: 1\n")
+    with pytest.raises(ParamsError, match="extends loops back"):
+        load_params(overlay)
+    overlay.write_text("extends: missing.yaml\n")
+    with pytest.raises(ParamsError, match="missing.yaml: params file not found"):
+        load_params(overlay)
+
+
+def test_the_quick_profile_is_the_real_recipe_on_less_data():
+    base, quick = load_params(REPO_PARAMS), load_params(REPO_PARAMS.with_name("params.quick.yaml"))
+    overlay = yaml.safe_load(REPO_PARAMS.with_name("params.quick.yaml").read_text())
+    assert overlay.pop("extends") == "params.yaml"
+    assert to_dict(quick) == merge(to_dict(base), overlay)
+    # what the overlay does not name is params.yaml's: e.g. the recipe beyond sizes and epochs
+    assert quick.train_localizer.box_loss_weight == base.train_localizer.box_loss_weight
+    assert quick.train_classifier.fit.weight_decay == base.train_classifier.fit.weight_decay
+    assert quick.datasets == base.datasets and quick.register == base.register

@@ -14,6 +14,10 @@ Ops, each skipped when its strength is 0 (no random draw, no resampling):
 
 Pixels moved in from outside the image are filled with 0 (the data's background). Each op
 draws from its own sub-seed, so enabling one does not change the draws of another.
+
+Kept instead of Keras' RandomFlip/RandomTranslation/RandomRotation/RandomZoom layers: those draw
+from a stateful ``SeedGenerator``, here each batch's transform is a pure function of its seed,
+so a seeded run (parallel map included) repeats exactly.
 """
 
 from __future__ import annotations

@@ -10,17 +10,10 @@ import numpy as np
 import tensorflow as tf
 
 from cnnpipe.data.augment import map_seeded
-from cnnpipe.data.prepared import Split
-from cnnpipe.data.scenes.shards import ShardedSplit
+from cnnpipe.data.images import to_model_input
+from cnnpipe.data.prepared import ShardedSplit, Split
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def to_float(images: tf.Tensor) -> tf.Tensor:
-    """uint8 scenes -> float32 in [0, 1]; float inputs pass through."""
-    if images.dtype == tf.uint8:
-        return tf.cast(images, tf.float32) / 255.0
-    return tf.cast(images, tf.float32)
 
 
 def make_dataset(
@@ -52,7 +45,7 @@ def _finish(
 ) -> tf.data.Dataset:
     """Examples -> float batches, augmented at train time, prefetched."""
     ds = ds.batch(batch_size, drop_remainder=training)
-    ds = ds.map(lambda x, y: (to_float(x), y), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda x, y: (to_model_input(x), y), num_parallel_calls=AUTOTUNE)
     if training and augment is not None:
         ds = map_seeded(ds, augment, seed)
     return ds.prefetch(AUTOTUNE)

@@ -1,7 +1,7 @@
-"""Classification prep: a stratified, seeded validation carve-out and [0, 1] scaling.
+"""The stratified, seeded validation carve-out every prepared set is split with.
 
-Pure numpy on in-memory arrays; ``stages/prepare.py`` reads the raw files and writes
-the results.
+Pure numpy on in-memory arrays; the prepare stages read the raw files and write the results
+in the layout of :mod:`cnnpipe.data.prepared`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnnpipe.data.prepared import SPLITS
 from cnnpipe.errors import DataError
-
-SPLITS = ("train", "val", "test")
 
 
 def split_classification(
@@ -43,14 +42,6 @@ def split_classification(
     in_val[val_idx] = True
     # Sorted indices keep the raw file order; the training input pipeline shuffles.
     return np.flatnonzero(~in_val), val_idx
-
-
-def normalize(x: np.ndarray) -> np.ndarray:
-    """uint8 images (N, H, W) -> float32 (N, H, W, 1) in [0, 1]."""
-    x = np.asarray(x)
-    if x.dtype != np.uint8 or x.ndim != 3:
-        raise DataError(f"normalize: expected uint8 (N, H, W) images, got {x.dtype} {x.shape}")
-    return (x.astype(np.float32) / np.float32(255.0))[..., np.newaxis]
 
 
 @dataclass(frozen=True)
@@ -84,10 +75,10 @@ def split_items(
     )
 
 
-def classification_arrays(items: ItemSplits) -> dict[str, np.ndarray]:
-    """The classification set's files by name: ``x_{split}`` float32 (N,H,W,1), ``y_{split}`` uint8."""
-    arrays: dict[str, np.ndarray] = {}
+def classification_arrays(items: ItemSplits) -> dict[str, dict[str, np.ndarray]]:
+    """The classification set as ``{split: {"images": uint8 (N, H, W, 1), "labels": uint8 (N,)}}``."""
     for split in SPLITS:
-        arrays[f"x_{split}"] = normalize(items.images[split])
-        arrays[f"y_{split}"] = items.labels[split]
-    return arrays
+        x = np.asarray(items.images[split])
+        if x.dtype != np.uint8 or x.ndim != 3:
+            raise DataError(f"classification {split} images: expected uint8 (N, H, W), got {x.dtype} {x.shape}")
+    return {split: {"images": items.images[split][..., np.newaxis], "labels": items.labels[split]} for split in SPLITS}

@@ -1,7 +1,8 @@
 """Test-set evaluation of every trained model: prediction in batches, then metrics and figures.
 
 Each ``evaluate_*`` function takes a loaded model and test arrays and returns the JSON-ready
-metrics dict of its ``metrics/<name>.json``; the stage shell only loads, calls and writes.
+metrics dict of its ``metrics/<name>.json``; :mod:`cnnpipe.evaluation.tasks` feeds them each
+task's test split and draws the figures.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnpipe.data.images import to_model_input
+from cnnpipe.data.masks import class_index_masks, decide_mask
 from cnnpipe.errors import ModelError
 from cnnpipe.evaluation import scoring as metrics
 from cnnpipe.taskspec import PRODUCERS, TASKS, TRANSFER_VARIANTS
@@ -20,7 +23,6 @@ from cnnpipe.training.outputs import load_model
 # Rows per forward pass: bounds memory (a multiclass U-Net output is H*W*(C+1) floats per
 # image) while keeping the per-call overhead small on CPU.
 BATCH_SIZE = 256
-
 
 
 # --------------------------------------------------------------------------------------
@@ -44,19 +46,12 @@ def load_models(models_dir: str | Path, task: str | None = None) -> dict[str, An
 # --------------------------------------------------------------------------------------
 
 
-def as_model_input(images: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1]: uint8 scenes are divided by 255, float arrays pass through."""
-    if images.dtype == np.uint8:
-        return images.astype(np.float32) / 255.0
-    return images.astype(np.float32, copy=False)
-
-
 def predict_batches(
     model: Any, images: np.ndarray, reduce: Callable[[Any], Any], batch_size: int = BATCH_SIZE
 ) -> Iterator[Any]:
     """Yield ``reduce(model output)`` batch by batch, so raw outputs never pile up in memory."""
     for start in range(0, len(images), batch_size):
-        yield reduce(model.predict_on_batch(as_model_input(images[start:start + batch_size])))
+        yield reduce(model.predict_on_batch(to_model_input(images[start:start + batch_size])))
 
 
 def predict_classes(model: Any, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
@@ -135,12 +130,7 @@ def predict_unet_labels(model: Any, images: np.ndarray, multiclass: bool) -> np.
             "1 sigmoid channel (train_unet.multiclass: false)"
         raise ModelError(f"U-Net has {channels} output channel(s) but params expect {want}")
 
-    def reduce(prob: np.ndarray) -> np.ndarray:
-        if multiclass:
-            return np.argmax(prob, axis=-1).astype(np.uint8)
-        return (prob[..., 0] >= 0.5).astype(np.uint8)
-
-    parts = list(predict_batches(model, images, reduce))
+    parts = list(predict_batches(model, images, lambda prob: decide_mask(prob).astype(np.uint8)))
     return np.concatenate(parts) if parts else np.zeros((0, *images.shape[1:3]), dtype=np.uint8)
 
 
@@ -165,8 +155,7 @@ def evaluate_unet(
         true = masks.astype(np.int64)
         names = ["background", *class_names]
     elif multiclass:
-        # The multiclass ground truth: background 0, class k -> k + 1 inside the item's mask.
-        true = true_fg.astype(np.int64) * (labels.astype(np.int64)[:, None, None] + 1)
+        true = class_index_masks(true_fg, labels)
         names = ["background", *class_names]
     else:
         true = true_fg.astype(np.int64)

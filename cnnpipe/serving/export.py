@@ -1,33 +1,27 @@
-"""Export a trained Keras model to TFLite, check it against Keras, and serve predictions
-through the fastest backend that matches.
+"""Export a trained Keras model to TFLite and check it against Keras: the two predictors
+(Keras, TFLite) and the parity rule between them.
 
 Training runs in mixed bfloat16 where the CPU has it; the export is of the same weights in
 float32 (TFLite has no bfloat16 kernels for these ops), and parity is checked against that
-float32 Keras model. Backends are tried fastest first (``BACKENDS``, ordered by the
-inference benchmark in ``benchmarks/``): TFLite through its XNNPACK CPU delegate, then Keras.
+float32 Keras model. :mod:`cnnpipe.serving.backends` picks the backend and caches exports.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
-import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-# Fastest first. On this project's 2-core CPU, TFLite's single-image latency for the
-# classifier is about a tenth of Keras's `model(x)` (see README, Performance).
-BACKENDS = ("tflite", "keras")
+from cnnpipe.data.masks import decide_mask
+
 # Parity: the exported model agrees with Keras if, for every output, the largest absolute
 # difference is within this, or (for probability outputs) every argmax agrees.
 PARITY_ATOL = 1e-4
@@ -78,15 +72,15 @@ def float32_model(model: Any) -> Any:
     """The same architecture and weights computing in float32 (``model`` itself if it already does)."""
     import keras
 
-    import cnnpipe.models.localizer  # noqa: F401
-    import cnnpipe.models.losses  # noqa: F401  (registers the custom layers, so the config deserializes)
-    import cnnpipe.models.transfer  # noqa: F401
+    from cnnpipe.models import (
+        CUSTOM_OBJECTS,  # the custom layers, so the config deserializes
+    )
 
     serialized = keras.saving.serialize_keras_object(model)
     converted = _float32_config(copy.deepcopy(serialized))
     if converted == serialized:
         return model
-    clone = keras.saving.deserialize_keras_object(converted)
+    clone = keras.saving.deserialize_keras_object(converted, custom_objects=CUSTOM_OBJECTS)
     clone.set_weights(model.get_weights())
     return clone
 
@@ -189,11 +183,6 @@ class Parity:
         return asdict(self)
 
 
-def _argmax(probs: np.ndarray) -> np.ndarray:
-    # One sigmoid channel: the decision is p >= 0.5; several: the largest channel.
-    return (probs[..., 0] >= 0.5) if probs.shape[-1] == 1 else np.argmax(probs, axis=-1)
-
-
 def compare(reference: Outputs, candidate: Outputs, backend: str, regression: tuple[str, ...] = ("box",)) -> Parity:
     """Parity of ``candidate`` against ``reference`` (same structure).
 
@@ -216,7 +205,7 @@ def compare(reference: Outputs, candidate: Outputs, backend: str, regression: tu
         if name in regression:
             passed &= diff <= REGRESSION_ATOL
             continue
-        agree = float(np.mean(_argmax(r) == _argmax(c)))
+        agree = float(np.mean(decide_mask(r) == decide_mask(c)))  # classes: the same rule
         agreement = agree if agreement is None else min(agreement, agree)
         passed &= diff <= PARITY_ATOL or agree == 1.0
     return Parity(backend, n, worst, agreement, bool(passed))
@@ -235,92 +224,3 @@ def predict_batched(predictor: Any, x: np.ndarray, batch_size: int = 256) -> Out
     if isinstance(parts[0], Mapping):
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return np.concatenate(parts)
-
-
-# --------------------------------------------------------------------------------------
-# Choosing a backend (with an on-disk cache of exports)
-# --------------------------------------------------------------------------------------
-
-
-def model_digest(model: Any) -> str:
-    """A hash of the architecture and weights: the cache key of the model's export."""
-    import keras
-
-    h = hashlib.sha256(json.dumps(keras.saving.serialize_keras_object(model), sort_keys=True, default=str).encode())
-    for w in model.get_weights():
-        h.update(np.ascontiguousarray(w).tobytes())
-    return h.hexdigest()[:20]
-
-
-def cache_dir() -> Path:
-    """Where exports are cached: ``$CNNPIPE_CACHE_DIR`` or ``$XDG_CACHE_HOME/cnnpipe/exports``."""
-    if os.environ.get("CNNPIPE_CACHE_DIR"):
-        return Path(os.environ["CNNPIPE_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cnnpipe" / "exports"
-
-
-def write_atomic(path: Path, content: bytes) -> None:
-    """Write ``content`` to a temp file beside ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def tflite_predictor(model: Any, cache: Path | None = None) -> TFLitePredictor:
-    """The model's TFLite export, converted once and cached by :func:`model_digest`; a model
-    whose ops TFLite lacks is remembered too (``<digest>.failed``), so it is tried once; any
-    other conversion failure may be passing and is not remembered."""
-    path = None if cache is None else cache / f"{model_digest(model)}.tflite"
-    failed = None if path is None else path.with_suffix(".failed")
-    if path is not None and path.is_file():
-        content = path.read_bytes()
-    elif failed is not None and failed.is_file():
-        raise ExportError(failed.read_text())
-    else:
-        try:
-            content = to_tflite(model)
-        except ExportError as err:
-            if err.ops:
-                _cache(failed, str(err).encode())
-            raise
-        _cache(path, content)
-    return TFLitePredictor(content, tuple(model.input_shape))
-
-
-def _cache(path: Path | None, content: bytes) -> None:
-    if path is not None:
-        try:
-            write_atomic(path, content)
-        except OSError:
-            pass  # an unwritable cache only costs the next call a conversion
-
-
-def choose_predictor(
-    model: Any, probe: np.ndarray, backends: tuple[str, ...] = BACKENDS, cache: Path | None = None
-) -> tuple[Predictor, list[Parity]]:
-    """The first of ``backends`` whose outputs on ``probe`` match Keras in float32 (parity);
-    Keras itself when none does. Also returns each backend's parity check."""
-    reference = KerasPredictor(float32_model(model))
-    expected = reference(probe)
-    checks: list[Parity] = []
-    for backend in backends:
-        if backend == "keras":
-            break
-        if backend != "tflite":
-            raise ValueError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
-        try:
-            candidate = tflite_predictor(model, cache)
-            parity = compare(expected, candidate(probe), backend)
-        except Exception as err:  # a conversion failure means "not this backend", never a failed predict
-            parity = Parity(backend, len(probe), float("inf"), None, False)
-            warnings.warn(f"{backend} export failed ({type(err).__name__}: {err}); using Keras", stacklevel=2)
-        checks.append(parity)
-        if parity.passed:
-            return candidate, checks
-    return KerasPredictor(model), checks

@@ -11,8 +11,9 @@ from cnnpipe.data.pipeline import make_dataset
 from cnnpipe.data.prepared import Split
 from cnnpipe.models.classifier import build_classifier
 from cnnpipe.training.distribute import get_strategy
-from cnnpipe.training.fit import FitResult, fingerprint, fit_model, precision_policy
+from cnnpipe.training.fit import FitResult, fingerprint, fit_model
 from cnnpipe.training.outputs import TrainOutputs
+from cnnpipe.training.precision import precision_policy
 
 
 def train_classifier(
@@ -32,7 +33,7 @@ def train_classifier(
     """
     fit = params.fit
     dist = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF op
-    one_hot = lambda y: np.eye(n_classes, dtype=np.float32)[y]  # noqa: E731
+    one_hot = lambda y: np.eye(n_classes, dtype=np.float32)[y]
     aug = (lambda x, y, s: (augment_images(x, augment, s), y)) if fit.augment else None
     train_ds = make_dataset(
         train.images, one_hot(train.labels), batch_size=fit.batch_size, training=True, seed=seed, augment=aug

@@ -9,6 +9,9 @@
 Models are built under :func:`get_strategy` ``(...).scope()``; Keras then compiles and fits them
 on that strategy, and the tf.data pipelines are split across replicas (``fit.batch_size`` is
 the global batch).
+
+The Keras private-API workaround ``multi_worker`` needs lives in ``_keras_compat`` (a module
+private to ``cnnpipe.training``), behind a check of the installed Keras version.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 from typing import Any
 
 from cnnpipe.config import STRATEGIES, ParamsError
+from cnnpipe.training._keras_compat import patch_multi_worker_logs
 
 # The stages that train under train.strategy. transfer keeps the default strategy: its three
 # fits on a few hundred labelled scenes take about a minute on one CPU.
@@ -33,7 +37,7 @@ def _tf_config() -> dict[str, Any] | None:
         return None
     try:
         config = json.loads(raw)
-        config["cluster"], config["task"]["type"], config["task"]["index"]  # noqa: B018 - shape check
+        config["cluster"], config["task"]["type"], config["task"]["index"]  # a shape check
     except (ValueError, KeyError, TypeError) as err:
         raise ParamsError(
             f"TF_CONFIG: not a valid cluster spec ({type(err).__name__}: {err}); expected "
@@ -84,37 +88,7 @@ def get_strategy(name: str) -> Any:
             "cluster and this worker's task; see docs/scale.md"
         )
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    _patch_keras_multi_worker_logs()
+    patch_multi_worker_logs()
     global _MULTI_WORKER
     _MULTI_WORKER = True
     return strategy
-
-
-def _patch_keras_multi_worker_logs() -> None:
-    """Make Keras 3 average scalar step logs (loss, metrics) over the workers correctly.
-
-    Keras 3.x (TF backend) reduces each log across workers with ``strategy.reduce("MEAN", v,
-    axis=0)``, which fails on scalars ("Invalid reduction dimension 0 for input with 0
-    dimensions"; keras-team/keras#20585: model.fit does not run under
-    MultiWorkerMirroredStrategy). The fix reduces scalars with ``axis=None`` (the mean over
-    replicas) and leaves every other case to Keras. Installed only by ``multi_worker``.
-    """
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer
-
-    if getattr(trainer.reduce_per_replica, "_cnnpipe_patched", False):
-        return
-    original = trainer.reduce_per_replica
-
-    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
-        if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(strategy):
-            return original(values, strategy, reduction)
-
-        def mean(v: Any) -> Any:
-            rank = strategy.experimental_local_results(v)[0].shape.rank
-            return strategy.reduce("MEAN", v, axis=0 if rank else None)
-
-        return tree.map_structure(mean, values)
-
-    reduce_per_replica._cnnpipe_patched = True  # type: ignore[attr-defined]
-    trainer.reduce_per_replica = reduce_per_replica

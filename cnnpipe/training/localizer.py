@@ -8,14 +8,15 @@ import numpy as np
 from cnnpipe.config import AugmentParams, ClassifierParams, LocalizerParams
 from cnnpipe.data.augment import augment_with_boxes
 from cnnpipe.data.pipeline import split_dataset
-from cnnpipe.data.prepared import Split
-from cnnpipe.data.scenes.shards import ShardedSplit, content_id, examples, image_shape
+from cnnpipe.data.prepared import ShardedSplit, Split, content_id, examples, image_shape
 from cnnpipe.models.backbone import build_backbone
 from cnnpipe.models.localizer import build_localizer
-from cnnpipe.models.losses import BoxIoU, BoxLoss
+from cnnpipe.models.losses import BoxLoss
+from cnnpipe.models.metrics import BoxIoU
 from cnnpipe.training.distribute import get_strategy
-from cnnpipe.training.fit import FitResult, fingerprint, fit_model, precision_policy
+from cnnpipe.training.fit import FitResult, fingerprint, fit_model
 from cnnpipe.training.outputs import TrainOutputs
+from cnnpipe.training.precision import precision_policy
 
 
 def _targets(split: Split) -> dict[str, np.ndarray]:

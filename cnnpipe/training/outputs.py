@@ -11,6 +11,7 @@ import keras
 
 from cnnpipe.errors import ModelError
 from cnnpipe.io import output_error
+from cnnpipe.models import CUSTOM_OBJECTS
 from cnnpipe.training.distribute import is_chief
 
 
@@ -23,7 +24,7 @@ class TrainOutputs:
     checkpoint_dir: Path
 
     @classmethod
-    def named(cls, models_dir: str | Path, plots_dir: str | Path, name: str) -> "TrainOutputs":
+    def named(cls, models_dir: str | Path, plots_dir: str | Path, name: str) -> TrainOutputs:
         """``<models>/<name>.keras``, ``<plots>/history/<name>.csv``, ``<models>/.checkpoints/<name>``."""
         models_dir, plots_dir = Path(models_dir), Path(plots_dir)
         return cls(
@@ -59,15 +60,13 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 
 def load_model(path: Path, producer: str) -> keras.Model:
-    """Load a ``.keras`` model in safe mode (no Lambda bytecode); errors name the file."""
-    # Register this project's custom layers/losses (safe-mode loading resolves them by name).
-    import cnnpipe.models.localizer  # noqa: F401
-    import cnnpipe.models.losses  # noqa: F401
-    import cnnpipe.models.transfer  # noqa: F401
+    """Load a ``.keras`` model in safe mode (no Lambda bytecode); errors name the file.
 
+    Safe mode resolves this project's custom layers by registered name: ``CUSTOM_OBJECTS``.
+    """
     if not path.exists():
         raise ModelError(f"{path}: missing; it is written by the {producer!r} stage (run `dvc repro {producer}`)")
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return keras.saving.load_model(path, compile=False, safe_mode=True, custom_objects=CUSTOM_OBJECTS)
     except Exception as err:  # keras raises ValueError/OSError/zipfile errors for junk files
         raise ModelError(f"{path}: not a loadable Keras model ({type(err).__name__}: {err})") from err

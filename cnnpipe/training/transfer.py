@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +28,9 @@ from cnnpipe.models.transfer import (
     unfreeze_top,
 )
 from cnnpipe.taskspec import TRANSFER_VARIANTS
-from cnnpipe.training.fit import FitResult, fingerprint, fit_model, precision_policy
+from cnnpipe.training.fit import FitResult, fingerprint, fit_model
 from cnnpipe.training.outputs import TrainOutputs
+from cnnpipe.training.precision import precision_policy
 
 
 def few_label_subset(split: Split, per_class: int, n_classes: int, seed: int, what: str) -> Split:
@@ -139,7 +139,7 @@ def train_transfer(
     tuned.set_weights(extractor.get_weights())
     tuned_base = next(layer for layer in tuned.layers if isinstance(layer, keras.Model))
     unfrozen = unfreeze_top(tuned_base, params.unfreeze_top)
-    tune_fit = dataclasses.replace(fit, epochs=params.fine_tune_epochs, warmup_epochs=0.0)
+    tune_fit = fit.model_copy(update={"epochs": params.fine_tune_epochs, "warmup_epochs": 0.0})
     fits["fine_tuning"] = run("fine_tuning", tuned, tune_fit, lr=fit.learning_rate * params.fine_tune_lr_factor)
     models["fine_tuning"] = fits["fine_tuning"].model
     return TransferResult(models=models, fits=fits, unfrozen_layers=unfrozen)

@@ -7,24 +7,24 @@ import numpy as np
 
 from cnnpipe.config import AugmentParams, UnetParams
 from cnnpipe.data.augment import augment_with_masks
+from cnnpipe.data.masks import class_index_masks
 from cnnpipe.data.pipeline import split_dataset
-from cnnpipe.data.prepared import Split
-from cnnpipe.data.scenes.shards import ShardedSplit, content_id, examples, image_shape
-from cnnpipe.models.losses import DiceCrossentropy, DiceScore
+from cnnpipe.data.prepared import ShardedSplit, Split, content_id, examples, image_shape
+from cnnpipe.models.losses import DiceCrossentropy
+from cnnpipe.models.metrics import DiceScore
 from cnnpipe.models.unet import build_unet
 from cnnpipe.training.distribute import get_strategy
-from cnnpipe.training.fit import FitResult, fingerprint, fit_model, precision_policy
+from cnnpipe.training.fit import FitResult, fingerprint, fit_model
 from cnnpipe.training.outputs import TrainOutputs
+from cnnpipe.training.precision import precision_policy
 
 
 def mask_targets(split: Split, n_classes: int, multiclass: bool) -> np.ndarray:
     """(N, H, W, 1) float {0, 1} masks, or (N, H, W, n_classes + 1) one-hot with channel 0 =
     background and channel k + 1 = class k."""
-    masks = split.masks.astype(np.uint8)
     if not multiclass:
-        return masks[..., None].astype(np.float32)
-    index = masks * (split.labels.astype(np.uint8)[:, None, None] + 1)
-    return np.eye(n_classes + 1, dtype=np.float32)[index]
+        return split.masks.astype(np.uint8)[..., None].astype(np.float32)
+    return np.eye(n_classes + 1, dtype=np.float32)[class_index_masks(split.masks, split.labels)]
 
 
 def train_unet(

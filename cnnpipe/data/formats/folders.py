@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnpipe.config import DatasetParams
-from cnnpipe.data.formats.items import (
+from cnnpipe.data.images import IMAGE_SUFFIXES, load_image, load_mask, resize_mask
+from cnnpipe.data.items import (
     Items,
     TaskData,
     check_labels_fit,
@@ -16,7 +17,6 @@ from cnnpipe.data.formats.items import (
     need_dir,
     split_off_test,
 )
-from cnnpipe.data.images import IMAGE_SUFFIXES, load_image, load_mask, resize_mask
 from cnnpipe.errors import DataError
 
 

@@ -9,25 +9,20 @@ upstream's, their content does not.
 
 from __future__ import annotations
 
-import http.client
 import logging
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from cnnpipe.config import FetchParams
+from cnnpipe.data.raw.download import SourceUnavailable, download
 from cnnpipe.data.raw.idx import read_bytes_maybe_gz, read_idx_pair
 from cnnpipe.errors import DataError
 from cnnpipe.io import atomic_dir, sha256_bytes, write_json
-from cnnpipe.tracking.runs import redact
+from cnnpipe.security import redact
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +44,6 @@ FASHION_MNIST_SPLITS: dict[str, tuple[str, str]] = {
 }
 SOURCE_ORDER = ("local_dir", "system_dir", "url")
 
-# Transient server answers worth another attempt; any other HTTP error means "not here".
-_RETRY_HTTP = {408, 429, 500, 502, 503, 504}
-
 
 def dataset_spec(params: FetchParams) -> tuple[dict[str, tuple[str, int] | None], tuple[str, ...]]:
     """The (pinned hashes, class names) that ``params.dataset`` implies."""
@@ -59,10 +51,6 @@ def dataset_spec(params: FetchParams) -> tuple[dict[str, tuple[str, int] | None]
         return dict(FASHION_MNIST_FILES), tuple(FASHION_MNIST_CLASSES)
     names = params.class_names or tuple(str(i) for i in range(10))
     return dict.fromkeys(FASHION_MNIST_FILES), tuple(names)
-
-
-class _Skip(Exception):
-    """This source does not have the files (or cannot be reached); try the next one."""
 
 
 def fetch_dataset(
@@ -85,15 +73,15 @@ def fetch_dataset(
         location = getattr(params, kind)
         try:
             if location is None:
-                raise _Skip(f"not configured (fetch.{kind} is null)")
+                raise SourceUnavailable(f"not configured (fetch.{kind} is null)")
             if kind == "url":
                 # Downloads land in a scratch dir, never in the output; it goes away either way.
                 with tempfile.TemporaryDirectory(prefix="cnnpipe-fetch-") as scratch:
                     files = _download_all(location, list(expected), Path(scratch), params, backoff_s)
                     return _ingest(kind, location, files, params.dataset, out_dir, expected, class_names)
-            files = _find_in_dir(Path(location), list(expected))
+            files = find_in_dir(Path(location), list(expected))
             return _ingest(kind, location, files, params.dataset, out_dir, expected, class_names)
-        except _Skip as skip:
+        except SourceUnavailable as skip:
             log.info("source %s skipped: %s", kind, redact(str(skip)))
             skipped.append(redact(f"{kind}: {skip}"))
     raise DataError(
@@ -103,12 +91,12 @@ def fetch_dataset(
     )
 
 
-def _find_in_dir(directory: Path, names: list[str]) -> dict[str, Path]:
-    """Each file, plain or ``.gz``, in ``directory``; _Skip naming what is missing."""
+def find_in_dir(directory: Path, names: list[str]) -> dict[str, Path]:
+    """Each file, plain or ``.gz``, in ``directory``; SourceUnavailable naming what is missing."""
     if not directory.exists():
-        raise _Skip(f"{directory} does not exist")
+        raise SourceUnavailable(f"{directory} does not exist")
     if not directory.is_dir():
-        raise _Skip(f"{directory} is not a directory")
+        raise SourceUnavailable(f"{directory} is not a directory")
     found: dict[str, Path] = {}
     for name in names:
         for candidate in (directory / name, directory / f"{name}.gz"):
@@ -117,7 +105,7 @@ def _find_in_dir(directory: Path, names: list[str]) -> dict[str, Path]:
                 break
     missing = [n for n in names if n not in found]
     if missing:
-        raise _Skip(f"{directory} lacks {', '.join(missing)} (plain or .gz)")
+        raise SourceUnavailable(f"{directory} lacks {', '.join(missing)} (plain or .gz)")
     return found
 
 
@@ -191,49 +179,10 @@ def _check_splits(files: Mapping[str, Path], n_classes: int) -> tuple[dict[str, 
 def _download_all(
     base_url: str, names: list[str], dest: Path, params: FetchParams, backoff_s: float
 ) -> dict[str, Path]:
-    """Download ``<base_url>/<name>.gz`` for each name into ``dest``; _Skip if any cannot be had."""
+    """Download ``<base_url>/<name>.gz`` for each name into ``dest``; SourceUnavailable if any cannot be had."""
     files: dict[str, Path] = {}
     for name in names:
         path = dest / f"{name}.gz"
-        _download(f"{base_url.rstrip('/')}/{name}.gz", path, params.timeout_s, params.retries, backoff_s)
+        download(f"{base_url.rstrip('/')}/{name}.gz", path, params.timeout_s, params.retries, backoff_s)
         files[name] = path
     return files
-
-
-def _download(url: str, dest: Path, timeout_s: float, retries: int, backoff_s: float) -> None:
-    """Fetch ``url`` into ``dest``, retrying network errors with exponential back-off."""
-    attempts = retries + 1
-    for attempt in range(attempts):
-        try:
-            _download_once(url, dest, timeout_s)
-            return
-        except urllib.error.HTTPError as err:
-            if err.code not in _RETRY_HTTP:
-                raise _Skip(f"{url}: HTTP {err.code} {err.reason}") from None
-            error = f"HTTP {err.code} {err.reason}"
-        except ValueError as err:  # urllib's answer to a malformed URL
-            raise _Skip(f"invalid URL {url!r}: {err}") from None
-        except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets
-            error = str(getattr(err, "reason", None) or err) or type(err).__name__
-        if attempt + 1 < attempts:
-            delay = backoff_s * 2**attempt
-            log.info(
-                "download of %s failed (%s); retry %d of %d in %.1f s", redact(url), error, attempt + 1, retries, delay
-            )
-            time.sleep(delay)
-    raise _Skip(f"could not download {url} after {attempts} attempt(s): {error}")
-
-
-def _download_once(url: str, dest: Path, timeout_s: float) -> None:
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(dest, "wb") as f:
-        length = resp.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        done = 0
-        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, file=sys.stderr)
-        with bar:
-            while chunk := resp.read(1 << 16):
-                f.write(chunk)
-                done += len(chunk)
-                bar.update(len(chunk))
-    if total is not None and done != total:
-        raise ConnectionError(f"connection closed after {done} of {total} bytes")

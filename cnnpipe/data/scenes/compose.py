@@ -18,13 +18,18 @@ import numpy as np
 from PIL import Image
 
 from cnnpipe.config import ScenesParams
+from cnnpipe.data.prepared import SPLITS
 from cnnpipe.errors import DataError
 
-SCENE_SPLITS = ("train", "val", "test")
 _NOISE_CHUNK = 1024  # scenes per noise draw: bounds memory (float32 canvases) at ~16 MiB
 
 
-def split_rngs(seed: int, splits: tuple[str, ...] = SCENE_SPLITS) -> dict[str, np.random.Generator]:
+def split_counts(params: ScenesParams) -> dict[str, int]:
+    """How many scenes each split gets (``prepare.scenes.n_<split>``)."""
+    return {"train": params.n_train, "val": params.n_val, "test": params.n_test}
+
+
+def split_rngs(seed: int, splits: tuple[str, ...] = SPLITS) -> dict[str, np.random.Generator]:
     """One independent generator per split, spawned from ``seed`` in a fixed order."""
     children = np.random.SeedSequence(seed).spawn(len(splits))
     return {split: np.random.default_rng(child) for split, child in zip(splits, children)}
@@ -140,9 +145,9 @@ def build_scene_splits(
     seed: int,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Scenes for train/val/test, each composed only from that split's items."""
-    counts = {"train": params.n_train, "val": params.n_val, "test": params.n_test}
+    counts = split_counts(params)
     rngs = split_rngs(seed)
     return {
         split: make_scenes(images[split], labels[split], counts[split], params, rngs[split])
-        for split in SCENE_SPLITS
+        for split in SPLITS
     }

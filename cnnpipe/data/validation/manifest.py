@@ -62,7 +62,7 @@ def _image_rows(split: str, images: np.ndarray, labels: np.ndarray) -> pd.DataFr
     )
 
 
-def _mark_leakage(df: pd.DataFrame) -> pd.DataFrame:
+def mark_leakage(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``in_other_split``: the same image bytes occur in more than one split."""
     df["in_other_split"] = df.groupby("sha256")["split"].transform("nunique").gt(1).astype(bool)
     return df
@@ -77,7 +77,7 @@ def classification_manifest(splits: Mapping[str, tuple[np.ndarray, np.ndarray]])
     frames = [_image_rows(name, images, labels) for name, (images, labels) in splits.items()]
     if not frames:
         return pd.DataFrame(columns=list(CLASSIFICATION_COLUMNS))
-    return _mark_leakage(pd.concat(frames, ignore_index=True))[list(CLASSIFICATION_COLUMNS)]
+    return mark_leakage(pd.concat(frames, ignore_index=True))[list(CLASSIFICATION_COLUMNS)]
 
 
 def _mask_bbox(masks: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -150,7 +150,7 @@ def scenes_manifest(splits: Mapping[str, Mapping[str, np.ndarray]]) -> pd.DataFr
     frames = [_scene_rows(name, data) for name, data in splits.items()]
     if not frames:
         return pd.DataFrame(columns=list(SCENES_COLUMNS))
-    return _mark_leakage(pd.concat(frames, ignore_index=True))[list(SCENES_COLUMNS)]
+    return mark_leakage(pd.concat(frames, ignore_index=True))[list(SCENES_COLUMNS)]
 
 
 def save_manifest(df: pd.DataFrame, path: str | Path) -> None:

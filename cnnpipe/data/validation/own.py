@@ -12,13 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cnnpipe.data.formats.items import TaskData
-from cnnpipe.data.validation.suites import (
-    ValidationReport,
-    _gx,
-    _Run,
-    class_balance_table,
-)
+from cnnpipe.data.items import TaskData
+from cnnpipe.data.validation.gx import SuiteRun, ValidationReport, import_gx
+from cnnpipe.data.validation.manifest import mark_leakage
+from cnnpipe.data.validation.suites import class_balance_table
 
 BASE_COLUMNS = ("split", "index", "file", "label", "height", "width", "mode", "channels",
                 "min", "max", "mean", "sha256", "in_other_split")
@@ -34,8 +31,7 @@ def own_manifest(data: TaskData) -> pd.DataFrame:
         df.insert(0, "index", np.arange(len(df), dtype=np.int64))
         df.insert(0, "split", split)
         frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
-    df["in_other_split"] = df.groupby("sha256")["split"].transform("nunique").gt(1).astype(bool)
+    df = mark_leakage(pd.concat(frames, ignore_index=True))
     columns = list(BASE_COLUMNS)
     if "box_x" in df:
         df["box_inside"] = ((df.box_x >= 0) & (df.box_y >= 0) & (df.box_x + df.box_w <= df.width)
@@ -50,7 +46,7 @@ def own_manifest(data: TaskData) -> pd.DataFrame:
 def validate_own(df: pd.DataFrame, data: TaskData, what: str) -> ValidationReport:
     """Schema, no nulls, labels, pixel range, leakage, every class present in train; boxes and
     masks where present. ``observed`` has the counts per split and class."""
-    E = _gx().expectations
+    E = import_gx().expectations
     n = len(data.class_names)
     # Segmentation folders carry no image label (all 0): their classes live in the masks.
     label_set = list(range(n)) if not (data.format == "folders" and data.mask_kind) else [0]
@@ -76,7 +72,7 @@ def validate_own(df: pd.DataFrame, data: TaskData, what: str) -> ValidationRepor
             E.ExpectColumnValuesToBeInSet(column="mask_matches_image", value_set=[True]),
             E.ExpectColumnValuesToBeInSet(column="mask_values_ok", value_set=[True]),
         ]
-    run = _Run(what)
+    run = SuiteRun(what)
     run.validate("manifest", df, expectations, ["split", "index"])
     counts = class_balance_table(df, len(label_set))
     train = counts[counts.split == "train"].reset_index(drop=True)
