@@ -1,7 +1,8 @@
 """cnnpipe: the command line for people (the model registry, pipeline runs and the MLflow UI).
 
 Registry: promote, rollback, lineage, predict. Pipeline runs: run, schedule (the Prefect flows
-of the project's ``pipelines/``, found from any directory inside the project). The UI: ui.
+of the project's ``pipelines/``, found from any directory inside the project), server (the
+project's Prefect server). The UI: ui.
 
 Heavy imports (Keras, Prefect) happen inside the commands that need them.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnpipe.config import Params, load_params
-from cnnpipe.errors import CnnpipeError
+from cnnpipe.errors import CnnpipeError, crash_report
 
 DEFAULT_PARAMS = "params.yaml"
 log = logging.getLogger("cnnpipe")
@@ -50,7 +51,8 @@ def _registry(args: argparse.Namespace) -> tuple[Params, Any, Any]:
     from cnnpipe.tracking.connection import connect
 
     params = _params(args)
-    conn = connect(params.tracking, _params_file(args).parent)
+    # create=False: a registry command never creates an empty store (e.g. run outside the project).
+    conn = connect(params.tracking, _params_file(args).parent, create=False)
     return params, conn, conn.client()
 
 
@@ -94,12 +96,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from cnnpipe.registry.lock import lock_path
     from cnnpipe.registry.promotion import rollback
-    from cnnpipe.registry.versions import CHAMPION, alias_version
 
     _, conn, client = _registry(args)
-    before = alias_version(client, args.name, CHAMPION)
-    now = rollback(client, args.name, lock=lock_path(conn.uri))
-    print(f"{args.name}: version {now} is @champion again (was version {before.version if before else '-'})")
+    now, replaced = rollback(client, args.name, lock=lock_path(conn.uri))  # both read under the lock
+    print(f"{args.name}: version {now} is @champion again (was version {replaced or '-'})")
     return 0
 
 
@@ -139,7 +139,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from cnnpipe.serving.predict import predict_files
 
     _, _, client = _registry(args)
-    for prediction in predict_files(client, args.ref, args.images, args.backend):
+    for prediction in predict_files(client, args.ref, args.images, args.backend, force=args.force):
         print(prediction)
     return 0
 
@@ -157,9 +157,17 @@ def _quiet_prefect() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     _quiet_prefect()
     root, params_file = _project(args)
-    from pipelines.training import training_flow
+    from cnnpipe.flows.lock import run_lock
+    from cnnpipe.flows.server import check_configured
 
-    statuses = training_flow(project_dir=str(root), params_file=params_file)
+    check_configured(root)  # the server in the active profile is down: one line, not a traceback
+
+    # Taken before Prefect starts, so a second run fails fast with one line naming the lock and
+    # its holder; the flow takes it again (re-entrant here), which covers scheduled runs too.
+    with run_lock(root):
+        from pipelines.training import training_flow
+
+        statuses = training_flow(project_dir=str(root), params_file=params_file)
     for stage, status in statuses.items():
         print(f"{stage}: {status}")
     return 0
@@ -174,19 +182,35 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             print(when.isoformat())
         return 0
     root, params_file = _project(args)
+    from cnnpipe.flows.schedule import check_cron
+    from cnnpipe.flows.server import api_for_schedule
+
+    check_cron(args.cron, args.timezone)  # before a server is started for it
+    api_url, line = api_for_schedule(root)  # never Prefect's temporary server: it has no scheduler
+    print(line, flush=True)
     from pipelines import schedules
 
-    if not os.environ.get("PREFECT_API_URL"):
-        print("note: PREFECT_API_URL is not set, so the schedule lives in a temporary Prefect server "
-              "for as long as this process runs; start `prefect server start` and export "
-              "PREFECT_API_URL=http://127.0.0.1:4200/api to keep it and see it in the UI", file=sys.stderr)
-    schedules.serve(args.cron, project_dir=str(root), params_file=params_file, timezone=args.timezone)
+    schedules.serve(args.cron, api_url=api_url, project_dir=str(root), params_file=params_file, timezone=args.timezone)
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    _quiet_prefect()
+    from cnnpipe.flows.server import command
+    from cnnpipe.tracking.lineage import project_root
+
+    print(command(project_root(_params_file(args).parent), args.action, args.port))
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from cnnpipe.security import redact
-    from cnnpipe.tracking.connection import STORE_ARTIFACTS, embedded_uri, resolve_uri
+    from cnnpipe.tracking.connection import (
+        STORE_ARTIFACTS,
+        check_store,
+        embedded_uri,
+        resolve_uri,
+    )
     from cnnpipe.tracking.lineage import project_root, store_root
 
     params = _params(args)
@@ -195,6 +219,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if uri != embedded_uri(root):
         print(f"runs are tracked at {redact(uri)}: open that server's UI instead")
         return 0
+    check_store(uri, create=True)  # `mlflow ui` would replace a deleted store with an empty one
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--default-artifact-root", (root / STORE_ARTIFACTS).as_uri(),
                "--host", "127.0.0.1", "--port", str(args.port)]
@@ -233,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, TIFF, ...), decoded like the training data")
     p.add_argument("--backend", choices=("auto", "tflite", "keras"), default="auto",
                    help="auto (default): the fastest that matches Keras (TFLite, else Keras)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing masks (<image>.mask.png); without it predict refuses and writes nothing")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("run", help="run the pipeline as a Prefect flow (stages through DVC)")
@@ -245,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=5, help="run times printed by --dry-run")
     p.set_defaults(func=cmd_schedule)
 
+    p = sub.add_parser("server", help="the project's persistent Prefect server: start, stop, status")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("--port", type=int, default=None, help="port (default: PREFECT_SERVER_API_PORT, 4200)")
+    p.set_defaults(func=cmd_server)
+
     p = sub.add_parser("ui", help="the MLflow UI on the embedded store, on 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
@@ -256,18 +288,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("cnnpipe").setLevel(logging.INFO)  # our progress lines; libraries stay quiet
+    # The command's one error boundary: every failure is one line; Ctrl-C exits 130.
+    from cnnpipe.io import WRITE_ERRNOS
+    from cnnpipe.security import redact
+
     try:
         return args.func(args)
     except CnnpipeError as err:
-        print(f"cnnpipe {args.command}: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        from cnnpipe.io import WRITE_ERRNOS
-
-        if err.errno not in WRITE_ERRNOS:
-            raise
-        print(f"cnnpipe {args.command}: {err}", file=sys.stderr)  # e.g. the mask file cannot be written
-        return 1
+        line = str(err)
+    except KeyboardInterrupt:
+        print(f"cnnpipe {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001  (the boundary: a traceback goes to a log file, not the user)
+        full_disk_or_denied = isinstance(err, OSError) and err.errno in WRITE_ERRNOS  # e.g. a mask file
+        line = str(err) if full_disk_or_denied else crash_report(err, f"cnnpipe-{args.command}", redact)
+    print(redact(f"cnnpipe {args.command}: {line}"), file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

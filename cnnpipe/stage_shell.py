@@ -8,11 +8,12 @@ import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cnnpipe.config import Params, load_params
-from cnnpipe.errors import CnnpipeError
+from cnnpipe.errors import CnnpipeError, crash_report
 from cnnpipe.io import WRITE_ERRNOS, write_json
+from cnnpipe.security import redact
 from cnnpipe.taskspec import DISTRIBUTED_STAGES
 from cnnpipe.training.distribute import get_strategy, is_chief
 
@@ -50,21 +51,31 @@ def _parser(name: str) -> argparse.ArgumentParser:
 
 
 def _run(name: str, params_file: str, body: Callable[[Params], None]) -> None:
-    """Load and validate the params, run ``body``; a user error exits 1 with one line naming ``name``."""
+    """Load and validate the params, run ``body``: the stages' one error boundary.
+
+    A user error exits 1 with one line naming ``name``; so does any other exception, whose
+    traceback goes to a log file the line names (:func:`crash_report`); Ctrl-C exits 130."""
     try:
         params = load_params(params_file)
         if name in DISTRIBUTED_STAGES and params.train.strategy != "default":
             get_strategy(params.train.strategy)  # before any TF op: multi-worker needs that
         body(params)
     except CnnpipeError as err:
-        print(f"stage {name} failed: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+        _fail(f"stage {name} failed: {err}", 1)
+    except KeyboardInterrupt:
+        _fail(f"stage {name} interrupted", 130)
     except OSError as err:
         if err.errno not in WRITE_ERRNOS:
-            raise  # a bug, not the environment: keep the traceback
+            _fail(f"stage {name} failed: {crash_report(err, f'stage-{name}', redact)}", 1)
         # Permission denied, read-only or full disk outside the atomic writers: still one line.
-        print(f"stage {name} failed: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+        _fail(f"stage {name} failed: {err}", 1)
+    except Exception as err:  # noqa: BLE001  (the boundary: anything else is one line and a log)
+        _fail(f"stage {name} failed: {crash_report(err, f'stage-{name}', redact)}", 1)
+
+
+def _fail(line: str, code: int) -> NoReturn:
+    print(redact(line), file=sys.stderr, flush=True)
+    raise SystemExit(code) from None
 
 
 def publish_summary(run: StageRun, path: Path, summary: Mapping[str, Any], *curves: Path) -> None:

@@ -8,6 +8,7 @@ task was skipped). ``--task`` picks the task; without it every task is registere
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -23,7 +24,7 @@ from cnnpipe.errors import DataError
 from cnnpipe.io import read_json, write_json
 from cnnpipe.registry.gates import Gate, gates
 from cnnpipe.registry.lock import lock_path
-from cnnpipe.registry.promotion import promote
+from cnnpipe.registry.promotion import promote, settle_unfinished
 from cnnpipe.registry.versions import actor, register_version
 from cnnpipe.stage_shell import run_task_stage
 from cnnpipe.taskspec import PRODUCERS, TASKS
@@ -71,8 +72,15 @@ def register_task(params: Params, gate: Gate) -> dict[str, Any]:
             client, info.model_uri, gate, run_id=run.run_id, model_id=info.model_id, metrics=numeric_metrics(metrics),
             test_set=test_set, tags={**run.tags, "cnnpipe.class_names": json.dumps(names)},
         )
-        decision = promote(client, gate, version.version, who=f"register stage ({actor()})",
-                           lock=lock_path(run.connection.uri))
+        who = f"register stage ({actor()})"
+        try:
+            decision = promote(client, gate, version.version, who=who, lock=lock_path(run.connection.uri))
+        except BaseException:  # Ctrl-C while waiting for the lock, a lock timeout, ...: record it
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                if settle_unfinished(client, gate.name, version.version, who=who):
+                    log.info("%s version %s stays @challenger: stopped before the gate decided",
+                             gate.name, version.version)
+            raise
         run.log_metrics({"promoted": int(decision.promote)})
 
     verdict = "promoted to @champion" if decision.promote else "stays @challenger"

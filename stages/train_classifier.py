@@ -30,7 +30,7 @@ def main(params: Params) -> None:
             train, val, len(prepared.class_names), params.train_classifier, params.augment, params.seed, out,
             callbacks=(epoch_logger(run),), strategy=params.train.strategy,
         )
-        save_model(result.model, out.model)
+        save_model(result.model, out.model, checkpoint=out.checkpoint_dir)
         summary = result.summary()
         if result.seconds_per_epoch:
             summary["train_images_per_s"] = round(len(train.images) / result.seconds_per_epoch, 1)

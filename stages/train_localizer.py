@@ -38,7 +38,7 @@ def main(params: Params) -> None:
             out, pretrained, params.train_classifier, callbacks=(epoch_logger(run),),
             strategy=params.train.strategy,
         )
-        save_model(result.model, out.model)
+        save_model(result.model, out.model, checkpoint=out.checkpoint_dir)
         summary = {**result.summary(), "backbone": lp.backbone}
         publish_summary(run, Path(paths.metrics) / "train" / "localizer.json", summary, out.history_csv)
 

@@ -35,7 +35,7 @@ def main(params: Params) -> None:
             train, data.split("val"), len(data.class_names), up, params.augment, params.seed, out,
             callbacks=(epoch_logger(run),), strategy=params.train.strategy,
         )
-        save_model(result.model, out.model)
+        save_model(result.model, out.model, checkpoint=out.checkpoint_dir)
         summary = {**result.summary(), "multiclass": up.multiclass}
         publish_summary(run, Path(paths.metrics) / "train" / "unet.json", summary, out.history_csv)
 

@@ -37,7 +37,7 @@ def main(params: Params) -> None:
         summary = {"backbone": tp.backbone, "labels_per_class": tp.labels_per_class,
                    "unfrozen_layers": result.unfrozen_layers}
         for style, model in result.models.items():
-            save_model(model, outs[style].model)
+            save_model(model, outs[style].model, checkpoint=outs[style].checkpoint_dir)
             fit = result.fits[style]
             summary[style] = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
                               "seconds_per_epoch": round(fit.seconds_per_epoch, 2)}

@@ -95,8 +95,88 @@ def test_missing_and_malformed_files(tmp_path):
         load_params(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: [1,\n")
-    with pytest.raises(ParamsError, match="not valid YAML"):
+    with pytest.raises(ParamsError, match="not valid YAML") as err:
         load_params(bad)
+    assert "\n" not in str(err.value)  # PyYAML's several-line report, told in one line
+    assert str(err.value).startswith(f"{bad}: not valid YAML: line 2, column 1: ")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("seed: 1\nfetch: {}\nseed: 2\n", "line 3: duplicate key 'seed' (first set on line 1)"),
+    ("train_unet:\n  fit: {epochs: 2, epochs: 3}\n", "line 2: duplicate key 'epochs' (first set on line 2)"),
+    ("a:\n  x: 1\n  y: 2\n  x: 3\n", "line 4: duplicate key 'x' (first set on line 2)"),
+])
+def test_a_key_given_twice_is_refused_naming_key_and_line(tmp_path, text, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError) as err:
+        read_params(path)
+    assert str(err.value) == f"{path}: {message}; give each key once"
+
+
+def test_a_yaml_merge_key_may_be_overridden(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n")
+    assert read_params(path) == {"base": {"x": 1, "y": 2}, "other": {"x": 3, "y": 2}}
+
+
+def test_seed_takes_what_numpy_and_tensorflow_take():
+    assert params_with({"seed": 0}).seed == 0 and params_with({"seed": 2**32 - 1}).seed == 2**32 - 1
+    for bad in (-1, 2**32):
+        with pytest.raises(ParamsError, match=rf"^seed: must be in \[0, 4294967295\], got {bad}$"):
+            params_with({"seed": bad})
+
+
+@pytest.mark.parametrize(("filters", "dense", "side", "fits"), [
+    ([32, 64, 128], 256, 28, True),
+    ([8, 16, 32, 64], 256, 28, True),  # 28 -> 14 -> 7 -> 3 -> 1 (the dense head's pool)
+    ([8, 16, 32, 64, 128], 256, 28, False),
+    ([8, 16, 32, 64, 128], 0, 28, True),  # global pooling: one pool fewer
+    ([8, 16, 32, 64, 128, 256], 0, 28, False),
+    ([8, 16, 32, 64, 128, 256], 256, 64, True),
+])
+def test_classifier_depth_against_the_image_side(filters, dense, side, fits):
+    from cnnpipe.config.depth import check_backbone_depth
+
+    if fits:
+        check_backbone_depth(filters, side, "classification", extra_pool=dense > 0)
+        return
+    with pytest.raises(ParamsError, match=rf"^train_classifier\.filters: {len(filters)} blocks .* the "
+                                          rf"classification images are {side} px, where at most [0-9] blocks fit; "
+                                          r"use fewer filters or larger images \(datasets\.classification\.image_size\)$"):
+        check_backbone_depth(filters, side, "classification", extra_pool=dense > 0)
+
+
+@pytest.mark.parametrize(("filters", "side", "deepest"), [
+    ([16, 32, 64, 128], 64, None), ([4, 8, 16], 30, 2), ([4, 8, 16, 32], 36, 3), ([4] * 8, 64, 7), ([4, 8], 33, 1),
+])
+def test_unet_depth_against_the_image_side(filters, side, deepest):
+    from cnnpipe.config.depth import check_unet_depth
+
+    if deepest is None:
+        check_unet_depth(filters, side)
+        return
+    with pytest.raises(ParamsError) as err:
+        check_unet_depth(filters, side)
+    assert f"the segmentation images are {side} px, where at most {deepest} level" in str(err.value)
+    assert "datasets.segmentation.image_size, or prepare.scenes.canvas" in str(err.value)
+
+
+def test_the_unet_depth_check_agrees_with_keras():
+    import keras
+
+    from cnnpipe.config.depth import check_unet_depth
+    from cnnpipe.models.unet import build_unet
+
+    for side in (30, 32):
+        try:
+            check_unet_depth([4, 8, 16], side)
+        except ParamsError:
+            with pytest.raises(ValueError, match="Concatenate"):
+                build_unet((side, side, 1), [4, 8, 16], 1)
+        else:
+            assert build_unet((side, side, 1), [4, 8, 16], 1).output_shape == (None, side, side, 1)
+        keras.backend.clear_session()
 
 
 # --------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from cnnpipe.config.base import ParamsError
 from cnnpipe.config.datasets import (
     DEFAULT_IMAGE_SIZE,
     OXFORD_CLASSES,
@@ -46,21 +47,17 @@ from cnnpipe.config.schema import (
     UnetParams,
     ValidateParams,
 )
-from cnnpipe.errors import CnnpipeError
 
 __all__ = [
-    "BACKBONES", "DATASETS", "DEFAULT_IMAGE_SIZE", "OXFORD_CLASSES", "PRECISIONS", "SCHEDULES", "STRATEGIES",
+    "BACKBONES", "DATASETS", "DEFAULT_IMAGE_SIZE", "EXTENDS", "OXFORD_CLASSES", "PRECISIONS", "SCHEDULES",
+    "STRATEGIES",
     "AugmentParams", "ClassifierParams", "DatasetParams", "DatasetsParams", "EvaluateParams", "FetchParams",
     "FitParams", "LocalizerParams", "Params", "ParamsError", "Paths", "PrepareParams", "RegisterParams",
     "ScenesParams", "TrackingParams", "TrainParams", "TransferParams", "UnetParams", "ValidateParams",
-    "EXTENDS", "load_params", "merge", "params_from_dict", "read_params", "to_dict",
+    "load_params", "merge", "params_from_dict", "read_params", "to_dict",
 ]
 
 EXTENDS = "extends"  # top-level key of an overlay: the file it is merged onto
-
-
-class ParamsError(CnnpipeError, ValueError):
-    """params.yaml (or an override) is invalid; the message names the key and the problem."""
 
 
 def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -75,6 +72,36 @@ def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (as DVC does): plain
+    PyYAML keeps the last one silently, so ``dvc exp run`` and a stage would disagree."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: overriding it is the point
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first:
+                    raise ParamsError(f"line {line}: duplicate key {key!r} (first set on line {first[key]}); "
+                                      "give each key once")
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's several-line report as one line: where, and what."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(err).split())
+    context = getattr(err, "context", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+
+
 def read_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The raw mapping of a params file, its ``extends`` chain resolved; not validated."""
     path = Path(path)
@@ -85,9 +112,11 @@ def read_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no tags run code
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")

@@ -10,6 +10,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from cnnpipe.errors import CnnpipeError
+
+
+class ParamsError(CnnpipeError, ValueError):
+    """params.yaml (or an override) is invalid; the message names the key and the problem."""
+
 
 class Invalid(ValueError):
     """A cross-field rule failed: ``key`` (relative to the model, or None for the model itself)

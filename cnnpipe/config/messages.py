@@ -48,6 +48,8 @@ def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, type[BaseM
         elif current is not None and isinstance(part, str):
             key = f"{key}.{part}" if key else part  # an unknown key: its owner is `current`
             owner, current = current, None
+        elif isinstance(part, str) and (value := _value_type(annotation)) is not None:
+            key, annotation = f"{key}.{part}", value  # an entry of a mapping field
         # else: a union member tag such as 'str' or 'none': not part of the key
     return key, owner, annotation
 
@@ -60,6 +62,15 @@ def _item_type(annotation: Any) -> Any:
             candidate = typing.get_args(candidate)[0]
         if typing.get_origin(candidate) is tuple:
             return typing.get_args(candidate)[0]
+    return None
+
+
+def _value_type(annotation: Any) -> Any:
+    """The value type of a ``dict`` field (a FieldInfo or a type), else None."""
+    tp = annotation.annotation if isinstance(annotation, FieldInfo) else annotation
+    for candidate in (tp, *typing.get_args(tp)):
+        if typing.get_origin(candidate) is dict:
+            return typing.get_args(candidate)[1]
     return None
 
 

@@ -44,6 +44,13 @@ PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 BACKBONES: tuple[str, ...] = typing.get_args(Backbone)
 
+# NumPy's legacy seeding (keras.utils.set_random_seed), scikit-learn's random_state and the
+# tf.data seeds all take 0..2**32-1.
+SEED_MAX = 2**32 - 1
+# Grad-CAM and overlay figures are grids of 4 columns: 64 examples is 16 rows; 100000 would
+# be a figure hours in the drawing, and no one looks at more than a few dozen.
+MAX_FIGURE_EXAMPLES = 64
+
 
 class Paths(Section):
     """Where each stage reads and writes; dvc.yaml templates its deps/outs from the same keys."""
@@ -185,8 +192,8 @@ class UnetParams(Section):
 
 
 class EvaluateParams(Section):
-    gradcam_examples: Count
-    overlay_examples: Count
+    gradcam_examples: Annotated[int, Field(ge=0, le=MAX_FIGURE_EXAMPLES)]
+    overlay_examples: Annotated[int, Field(ge=0, le=MAX_FIGURE_EXAMPLES)]
 
 
 class TrackingParams(Section):
@@ -196,6 +203,22 @@ class TrackingParams(Section):
     experiment: str = Field(min_length=1)
     timeout_s: float = Field(gt=0)
     fallback_local: bool
+
+
+class OrchestrateParams(Section):
+    """How the Prefect flow runs the stages (cnnpipe/flows/dvc.py); no stage depends on it."""
+
+    stage_timeout_s: float = Field(gt=0)  # every stage not named in stage_timeouts
+    # stage (``evaluate@unet``) or foreach group (``evaluate``) -> seconds
+    stage_timeouts: dict[str, Annotated[float, Field(gt=0)]]
+
+    def timeout_for(self, stage: str) -> float:
+        """The seconds ``stage`` may run: its own entry, its group's (``evaluate`` for
+        ``evaluate@unet``), else ``stage_timeout_s``."""
+        for key in (stage, stage.split("@")[0]):
+            if key in self.stage_timeouts:
+                return self.stage_timeouts[key]
+        return self.stage_timeout_s
 
 
 class RegisterParams(Section):
@@ -227,7 +250,7 @@ with warnings.catch_warnings():
     class Params(Section):
         """The whole of ``params.yaml``."""
 
-        seed: int
+        seed: Annotated[int, Field(ge=0, le=SEED_MAX)]
         paths: Paths
         fetch: FetchParams
         validate: ValidateParams
@@ -241,4 +264,5 @@ with warnings.catch_warnings():
         datasets: DatasetsParams
         evaluate: EvaluateParams
         tracking: TrackingParams
+        orchestrate: OrchestrateParams
         register: RegisterParams = Field()  # explicit: else pydantic takes ABCMeta.register as its default

@@ -11,6 +11,7 @@ wrong size, a leak between splits) is left to the Great Expectations suite.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ class Items:
         self.labels.append(int(label))
         pixels = loaded.pixels
         self.rows.append({
-            "file": str(file), "label": int(label), "height": loaded.height, "width": loaded.width,
+            "file": display_name(file), "label": int(label), "height": loaded.height, "width": loaded.width,
             "mode": loaded.mode, "channels": 1 if pixels.ndim == 2 else int(pixels.shape[-1]),
             "min": int(pixels.min()), "max": int(pixels.max()), "mean": float(pixels.mean()),
             "sha256": loaded.sha256, **facts,
@@ -89,10 +90,35 @@ def split_off_test(pool: Items, test_fraction: float, seed: int) -> dict[str, It
     return {"train": pool.subset(train_idx.tolist()), "test": pool.subset(test_idx.tolist())}
 
 
-def list_images(folder: Path, suffixes: Sequence[str]) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name (a deterministic order on any OS)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in suffixes)
+def display_name(path: Path | str) -> str:
+    """``path`` as UTF-8 text for manifests and reports: a byte of a file name that is not
+    UTF-8 (``b"caf\\xe9.png"``, read by Python as a lone surrogate) is written ``\\xe9``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def check_link(path: Path, root: Path) -> None:
+    """A symbolic link is followed only within the dataset folder ``root``: a dangling link, or
+    one that leads outside ``root``, is a DataError naming it (a data set never reads files
+    from elsewhere on the machine, and never silently loses one)."""
+    if not path.is_symlink():
+        return
+    target = os.readlink(path)
+    if not path.exists():
+        raise DataError(f"{path}: a dangling symbolic link (to {target}); remove it or restore its target")
+    resolved, inside = path.resolve(), root.resolve()
+    if not resolved.is_relative_to(inside):
+        raise DataError(f"{path}: a symbolic link to {resolved}, outside the dataset folder {root}; "
+                        "copy the file into the data set instead")
+
+
+def list_images(folder: Path, suffixes: Sequence[str], root: Path | None = None) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name (a deterministic order on any OS).
+    Symbolic links are checked against the dataset folder ``root`` (:func:`check_link`)."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for p in entries:
+        if p.is_symlink() and (not p.exists() or p.suffix.lower() in suffixes):
+            check_link(p, root or folder)
+    return [p for p in entries if p.is_file() and p.suffix.lower() in suffixes]
 
 
 def need_dir(path: Path, what: str) -> Path:

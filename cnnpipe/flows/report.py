@@ -11,6 +11,9 @@ from cnnpipe.io import read_json
 from cnnpipe.security import redact
 from cnnpipe.tracking.runs import numeric_metrics
 
+# The status of a stale stage the flow did not run because a stage it depends on failed.
+UPSTREAM_FAILED = "not run: upstream failed"
+
 
 def pipeline_report(
     statuses: Mapping[str, str],
@@ -20,18 +23,24 @@ def pipeline_report(
     stage_urls: Mapping[str, str] | None = None,
     error: str | None = None,
 ) -> str:
-    """Markdown: each stage's DVC outcome with its MLflow run link, then every metric in
-    ``metrics_dir/*.json`` and ``metrics_dir/register/*.json``."""
+    """Markdown: each stage's DVC outcome with its MLflow run link, the stages a failure kept
+    from running, then every metric in ``metrics_dir/*.json`` and ``metrics_dir/register/*.json``."""
     stage_urls = stage_urls or {}
     lines = ["# cnnpipe pipeline run", ""]
     if parent_url:
         lines += [f"MLflow run of this pipeline run: [{parent_url}]({parent_url})", ""]
     if error:
         lines += ["**Failed:**", "", "```", error, "```", ""]
+    if not any(status not in ("skipped", "probed") for status in statuses.values()):
+        lines += ["Every stage is up to date: nothing ran.", ""]
     lines += ["| stage | DVC | MLflow run |", "|---|---|---|"]
     for stage, status in statuses.items():
         url = stage_urls.get(stage)
         lines.append(f"| {stage} | {status} | {f'[run]({url})' if url else '-'} |")
+    blocked = [stage for stage, status in statuses.items() if status.startswith(UPSTREAM_FAILED)]
+    if blocked:
+        lines += ["", "## Skipped because of a failure", "",
+                  *[f"- {stage}: {statuses[stage]}" for stage in blocked]]
     lines += ["", "## Metrics", "", "| file | metric | value |", "|---|---|---|"]
     metrics_dir = Path(metrics_dir)
     # The test metrics (<task>.json) and the register@<task> decisions (register/<task>.json).

@@ -1,11 +1,14 @@
 """The promotion lock: one exclusive lock file per registry, so two promotions on one machine
-serialize (beside the SQLite store; for a server, under ``~/.cache/cnnpipe/locks``)."""
+serialize (beside the SQLite store; for a server, under ``~/.cache/cnnpipe/locks``); and
+:func:`uninterrupted`, which holds Ctrl-C until a registry change is complete."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import hashlib
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,3 +46,25 @@ def exclusive(path: Path, timeout_s: float = 120.0) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the body runs, then deliver them: a registry change (a new
+    version with its alias and first event, an alias move with its record) is made whole or
+    not at all, and an SQLite transaction is never cut in the middle.
+
+    Only the main thread receives signals; elsewhere the body just runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)  # the previous handler: KeyboardInterrupt for Ctrl-C

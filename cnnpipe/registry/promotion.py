@@ -2,11 +2,12 @@
 and record every decision on the versions involved.
 
 Concurrency: each promotion/rollback holds the registry's lock file (:mod:`cnnpipe.registry.lock`),
-so two processes on one machine serialize. Promoters on different machines don't share that
-lock: run them through the Prefect promotion flow, whose concurrency limit ``cnnpipe-promotion``
-(``prefect gcl create cnnpipe-promotion --limit 1``) serializes them; as a last guard every
-promotion re-reads ``@champion`` after moving it and raises :class:`ConcurrentPromotion` if
-another one won.
+so two processes on one machine serialize; once it holds the lock, Ctrl-C waits until the
+aliases and their records are written (:func:`~cnnpipe.registry.lock.uninterrupted`). Promoters
+on different machines don't share that lock: run them through the Prefect promotion flow, whose
+concurrency limit ``cnnpipe-promotion`` (``prefect gcl create cnnpipe-promotion --limit 1``)
+serializes them; as a last guard every promotion re-reads ``@champion`` after moving it and
+raises :class:`ConcurrentPromotion` if another one won.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnpipe.errors import ConcurrentPromotion, RegistryError
 from cnnpipe.registry.gates import Decision, Gate, decide_promotion
-from cnnpipe.registry.lock import exclusive
+from cnnpipe.registry.lock import exclusive, uninterrupted
 from cnnpipe.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -55,8 +56,8 @@ def promote(
     ``force``), make it @champion and the old champion @previous. Records the decision either way."""
     name, metric = gate.name, gate.task.gate_metric
     who = who or actor()
-    with exclusive(lock) if lock else contextlib.nullcontext():
-        candidate = client.get_model_version(name, version) if version else resolve(client, f"{name}@{CHALLENGER}")
+    with exclusive(lock) if lock else contextlib.nullcontext(), uninterrupted():
+        candidate = resolve(client, f"{name}/{version}" if version else f"{name}@{CHALLENGER}")
         champion = alias_version(client, name, CHAMPION)
         if champion is not None and champion.version == candidate.version:
             return Decision(False, f"version {candidate.version} is already @champion")
@@ -95,13 +96,16 @@ def promote(
         return decision
 
 
-def rollback(client: MlflowClient, name: str, *, who: str | None = None, lock: Path | None = None) -> str:
+def rollback(
+    client: MlflowClient, name: str, *, who: str | None = None, lock: Path | None = None
+) -> tuple[str, str | None]:
     """Make @previous the @champion again; @previous moves to the champion *it* had replaced.
 
-    Returns the version that is @champion now.
+    Returns the version that is @champion now and the one it replaced (None if there was none),
+    both read under the lock.
     """
     who = who or actor()
-    with exclusive(lock) if lock else contextlib.nullcontext():
+    with exclusive(lock) if lock else contextlib.nullcontext(), uninterrupted():
         previous = alias_version(client, name, PREVIOUS)
         if previous is None:
             raise RegistryError(f"{name}: no @previous version to roll back to")
@@ -120,4 +124,18 @@ def rollback(client: MlflowClient, name: str, *, who: str | None = None, lock: P
         record(client, name, previous.version, {
             "event": "restored", "actor": who,
             "reason": f"@champion again by rollback from version {champion.version if champion else '-'}"})
-        return previous.version
+        return previous.version, champion.version if champion else None
+
+
+def settle_unfinished(client: MlflowClient, name: str, version: str, *, who: str | None = None) -> bool:
+    """Record ``interrupted`` on ``version`` if its registration stopped before the gate decided
+    (its last event is ``registered``); it stays @challenger. Returns whether it recorded."""
+    with uninterrupted():
+        events = history(client.get_model_version(name, version))
+        if events and events[-1]["event"] != "registered":
+            return False
+        record(client, name, version, {
+            "event": "interrupted", "actor": who or actor(),
+            "reason": f"stopped before the gate decided; it stays @challenger "
+                      f"(`cnnpipe promote {name} --version {version}` decides)"})
+        return True

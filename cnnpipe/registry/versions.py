@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnpipe.errors import RegistryError
 from cnnpipe.registry.gates import Gate
+from cnnpipe.registry.lock import uninterrupted
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -97,6 +98,8 @@ def resolve(client: MlflowClient, ref: str) -> ModelVersion:
         name, alias = ref.split("@", 1)
     elif "/" in ref:
         name, number = ref.rsplit("/", 1)
+        if not number.isdigit():
+            raise RegistryError(f"{ref}: {number!r} is not a version number (versions are 1, 2, ...)")
         try:
             return client.get_model_version(name, number)
         except MlflowException:
@@ -126,12 +129,20 @@ def register_version(
     The version carries its metrics (``cnnpipe.metric.*``), the test-set hash they were measured
     on, and the given lineage tags, so comparing and tracing it needs no other lookup.
     """
+    with uninterrupted():  # the version, its alias and its first event: all or nothing
+        return _register(client, model_uri, gate, run_id, model_id, metrics, test_set, tags or {})
+
+
+def _register(
+    client: MlflowClient, model_uri: str, gate: Gate, run_id: str, model_id: str | None,
+    metrics: Mapping[str, float], test_set: str, tags: Mapping[str, str],
+) -> ModelVersion:
     from mlflow.exceptions import MlflowException
 
     with contextlib.suppress(MlflowException):  # already exists
         client.create_registered_model(gate.name, tags={"cnnpipe.task": gate.task.key})
     version_tags = {
-        **(tags or {}),
+        **tags,
         "cnnpipe.task": gate.task.key,
         "cnnpipe.kind": gate.task.kind,
         "cnnpipe.gate_metric": gate.task.gate_metric,

@@ -21,7 +21,8 @@ from PIL import Image
 
 from cnnpipe.data.images import Loaded, open_image, to_model_input, to_pixels
 from cnnpipe.data.masks import decide_mask
-from cnnpipe.errors import ModelError
+from cnnpipe.errors import ModelError, OutputError
+from cnnpipe.io import atomic_file
 from cnnpipe.serving import backends
 from cnnpipe.serving.export import KerasPredictor, Predictor
 
@@ -71,10 +72,34 @@ def model_input(image: Image.Image, shape: Sequence[int | None], path: Path) -> 
 # --------------------------------------------------------------------------------------
 
 
-def predict_image(model: Any, kind: str, class_names: Sequence[str], path: Path, image: Image.Image) -> Prediction:
+def mask_path(path: Path) -> Path:
+    """Where the mask of the input ``path`` is written: beside it, its full name + ``.mask.png``
+    (``photo.png`` -> ``photo.png.mask.png``), so ``photo.png`` and ``photo.jpg`` never share one."""
+    return path.with_name(f"{path.name}.mask.png")
+
+
+def check_mask_targets(paths: Sequence[Path], force: bool) -> None:
+    """Refuse, before anything is written, a mask that would overwrite a file (unless ``force``)
+    or that two inputs would both write."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        target = mask_path(path)
+        key = target.resolve()
+        if key in seen:
+            raise OutputError(f"{path} and {seen[key]} would both write the mask {target}; predict them separately")
+        seen[key] = path
+        if not force and (target.exists() or target.is_symlink()):
+            raise OutputError(f"{target}: already exists (the mask of {path}); nothing written; "
+                              "pass --force to overwrite it")
+
+
+def predict_image(
+    model: Any, kind: str, class_names: Sequence[str], path: Path, image: Image.Image, *, force: bool = False
+) -> Prediction:
     """Run ``model`` (a Keras model or a :mod:`cnnpipe.serving.export` predictor) on ``image``
     opened from ``path``: a class, a class + box (in the image's pixels), or a mask written
-    beside the input as ``<stem>.mask.png``."""
+    atomically beside the input (:func:`mask_path`); an existing file there is overwritten only
+    with ``force``."""
     if not hasattr(model, "backend"):  # a Keras model rather than a predictor
         model = KerasPredictor(model)
     width, height = image.size
@@ -89,8 +114,10 @@ def predict_image(model: Any, kind: str, class_names: Sequence[str], path: Path,
         labels = decide_mask(prob)
         scale = 255 if prob.shape[-1] == 1 else 1  # binary: visible black/white; multiclass: label ids
         mask = Image.fromarray((labels * scale).astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST)
-        target = path.with_name(f"{path.stem}.mask.png")
-        mask.save(target)
+        target = mask_path(path)
+        check_mask_targets([path], force)
+        with atomic_file(target, "wb") as f:
+            mask.save(f, format="PNG")
         return Prediction(path, mask_path=target, coverage=float(np.mean(labels != 0)))
     if kind == "box":
         label, p = top(np.asarray(out["class"])[0])
@@ -142,17 +169,22 @@ def choose_backend(model: Any, inputs: list[np.ndarray], backend: str) -> Predic
     return predictor
 
 
-def predict_files(client: Any, ref: str, files: Sequence[str], backend: str = "auto") -> Iterator[Prediction]:
+def predict_files(
+    client: Any, ref: str, files: Sequence[str], backend: str = "auto", force: bool = False
+) -> Iterator[Prediction]:
     """Predict each of ``files`` with the registered version ``ref`` (NAME, NAME@ALIAS,
-    NAME/VERSION) through ``backend``; yields one :class:`Prediction` per file, in order."""
+    NAME/VERSION) through ``backend``; yields one :class:`Prediction` per file, in order.
+    A mask model's outputs are checked before anything is written (:func:`check_mask_targets`)."""
     from cnnpipe.registry.versions import resolve
 
     version = resolve(client, ref)
     images = {Path(p): open_image(Path(p)) for p in files}  # bad files fail before the download
-    model = load_registered_model(version)
     kind = version.tags.get("cnnpipe.kind", "class")
+    if kind == "mask":
+        check_mask_targets(list(images), force)
+    model = load_registered_model(version)
     names = json.loads(version.tags.get("cnnpipe.class_names", "[]"))
     shape = model.input_shape[1:]
     predictor = choose_backend(model, [model_input(image, shape, path) for path, image in images.items()], backend)
     for path, image in images.items():
-        yield predict_image(predictor, kind, names, path, image)
+        yield predict_image(predictor, kind, names, path, image, force=force)

@@ -14,11 +14,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from cnnpipe.config import TrackingParams
 from cnnpipe.errors import CnnpipeError
-from cnnpipe.security import redact, strip_userinfo
+from cnnpipe.io import atomic_file
+from cnnpipe.security import check_uri, credentials, redact, strip_userinfo
 from cnnpipe.tracking import lineage
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ UI_URL = "http://127.0.0.1:5000"  # where `cnnpipe ui` serves the embedded store
 
 class TrackingUnavailable(CnnpipeError):
     """The configured tracking server cannot be reached; the message names its (redacted) URI."""
+
+
+class StoreMissing(CnnpipeError):
+    """A local tracking store that should be there is not; the message names it."""
 
 
 def embedded_uri(root: str | Path) -> str:
@@ -68,6 +73,43 @@ def check_reachable(uri: str, timeout_s: float) -> None:
         ) from None
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI; None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+
+
+def store_marker(db: Path) -> Path:
+    """The file written beside a SQLite store when it is created: it proves the store existed."""
+    return db.with_name(db.name + ".created")
+
+
+def check_store(uri: str, *, create: bool) -> None:
+    """Refuse a SQLite store that cannot be (or must not be) opened: its directory is missing;
+    it was deleted (its marker, or the promotion lock beside it, remains: an empty registry
+    would crown the next model unopposed); or, with ``create`` False, there is none yet (a
+    registry command run outside the project would create an empty store there)."""
+    db = sqlite_file(uri)
+    if db is None or db.is_file():
+        return
+    if not db.parent.is_dir():
+        raise StoreMissing(f"tracking store {uri}: the directory {db.parent} does not exist; create it, "
+                           "or point tracking.uri / MLFLOW_TRACKING_URI at another store")
+    # The promotion lock (cnnpipe.registry.lock) sits beside the store too, since before the marker.
+    evidence = [p for p in (store_marker(db), db.with_name(db.name + ".promote.lock")) if p.exists()]
+    if evidence:
+        names = " and ".join(p.name for p in evidence)
+        raise StoreMissing(
+            f"tracking store {db} is missing, but this project had one ({names} beside it): restore "
+            f"{db.name} from your backup; to start an empty registry on purpose (every registered "
+            f"version and its history gone), delete {names} and run again")
+    if not create:
+        raise StoreMissing(f"no tracking store at {db}: nothing has been tracked or registered here "
+                           "(run the pipeline in this project first, give --params of the project, "
+                           "or point MLFLOW_TRACKING_URI / tracking.uri at your server)")
+
+
 @dataclass(frozen=True)
 class Connection:
     """Where this process logs: the URI in use, and what it replaced when it fell back."""
@@ -100,6 +142,14 @@ class Connection:
         except MlflowException:  # created meanwhile by a concurrent stage
             return client.get_experiment_by_name(self.experiment).experiment_id
 
+    def store_lost(self) -> StoreMissing | None:
+        """The error to report when the local store was deleted (or moved) under this process."""
+        db = sqlite_file(self.uri)
+        if db is None or db.is_file():
+            return None
+        return StoreMissing(f"tracking store {db} was deleted or moved while this ran; this run's "
+                            f"records are lost. Restore {db.name} from your backup and run again")
+
     def run_url(self, experiment_id: str, run_id: str) -> str:
         base = UI_URL if self.embedded else redact(self.uri).rstrip("/")
         return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
@@ -108,21 +158,39 @@ class Connection:
 def _credentials_to_env(uri: str) -> str:
     """Move ``user:password@`` of an HTTP(S) URI into MLflow's basic-auth variables (unless set)
     and return the URI without them: MLflow prints and records the URI, never these variables."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or parts.username is None:
+    found = credentials(uri)
+    if urlsplit(strip_userinfo(uri)).scheme not in ("http", "https") or found is None:
         return uri
-    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username))
-    if parts.password is not None:
-        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
+    user, password = found
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
+    if password is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password)
     return strip_userinfo(uri)
 
 
-def connect(tracking: TrackingParams, root: str | Path | None = None) -> Connection:
-    """Resolve the URI, check it, fall back if allowed, and point MLflow (tracking + registry) at it."""
+def _mark_store(conn: Connection) -> None:
+    """Create the embedded store now and write its marker (once), so a later deletion is noticed."""
+    db = sqlite_file(conn.uri)
+    if db is None or store_marker(db).exists():
+        return
+    conn.client().search_experiments(max_results=1)  # creates the database and its tables
+    with atomic_file(store_marker(db), "w") as f:
+        f.write(f"The MLflow store {db.name} beside this file was created on "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}. While this file exists, cnnpipe refuses to "
+                f"replace a missing {db.name} with an empty one; delete it to start afresh on purpose.\n")
+
+
+def connect(tracking: TrackingParams, root: str | Path | None = None, *, create: bool = True) -> Connection:
+    """Resolve the URI, check it, fall back if allowed, and point MLflow (tracking + registry) at it.
+
+    ``create`` False (the registry commands): a local store that does not exist yet is an error,
+    not a new empty store."""
     import mlflow
 
     store = lineage.store_root(lineage.project_root(root))
-    uri = _credentials_to_env(resolve_uri(tracking, store))
+    resolved = resolve_uri(tracking, store)
+    check_uri(resolved, "tracking URI")
+    uri = _credentials_to_env(resolved)
     fallback_from = None
     try:
         check_reachable(uri, tracking.timeout_s)
@@ -131,8 +199,13 @@ def connect(tracking: TrackingParams, root: str | Path | None = None) -> Connect
             raise
         fallback_from, uri = redact(uri), embedded_uri(store)
         log.warning("%s; tracking.fallback_local is set: logging to %s instead", err, uri)
+    check_store(uri, create=create)
     if uri == embedded_uri(store):
         (store / STORE_ARTIFACTS).mkdir(parents=True, exist_ok=True)
+    # It logs each failed SQL statement as a page of text; the error is raised (and reported) anyway.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return Connection(uri, store, tracking.experiment, fallback_from)
+    conn = Connection(uri, store, tracking.experiment, fallback_from)
+    _mark_store(conn)
+    return conn

@@ -206,7 +206,8 @@ def stage_run(
 
     Logs the params of ``param_sections`` and tags the run with the stage, git commit and dirty
     flag, the hashes of ``inputs`` (name -> path, relative to the project root) and the Prefect
-    flow-run id. An exception in the body marks the run FAILED and propagates.
+    flow-run id. An exception in the body marks the run FAILED, Ctrl-C marks it KILLED, and
+    either propagates; a store deleted under the run is one :class:`TrackingUnavailable` naming it.
     """
     import mlflow
 
@@ -217,12 +218,35 @@ def stage_run(
         tags["cnnpipe.tracking_fallback_from"] = conn.fallback_from
     experiment_id = conn.experiment_id()
     parent = None if mlflow.active_run() else os.environ.get(ENV_PARENT_RUN)
-    with mlflow.start_run(
+    active = mlflow.start_run(
         experiment_id=experiment_id, run_name=stage, tags=tags,
         parent_run_id=parent, nested=mlflow.active_run() is not None,
-    ) as active:
+    )
+    status = "FAILED"
+    try:
         mlflow.log_params(section_params(params, param_sections))
         yield StageRun(active.info.run_id, stage, conn, experiment_id, lineage_tags_only(tags))
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except Exception:
+        if lost := conn.store_lost():
+            raise lost from None  # MLflow's own error is a page of SQL about a read-only database
+        raise
+    finally:
+        _end_run(conn, status)
+
+
+def _end_run(conn: Connection, status: str) -> None:
+    """End the active run with ``status``; a store that is gone can record nothing more."""
+    import mlflow
+
+    try:
+        mlflow.end_run(status)
+    except Exception:
+        if conn.store_lost() is None:
+            raise
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from cnnpipe.config import AugmentParams, ClassifierParams
+from cnnpipe.config.depth import check_backbone_depth
 from cnnpipe.data.augment import augment_images
 from cnnpipe.data.pipeline import make_dataset
 from cnnpipe.data.prepared import Split
@@ -32,6 +33,7 @@ def train_classifier(
     ``strategy``: ``train.strategy``; the model is built in its scope and trained distributed.
     """
     fit = params.fit
+    check_backbone_depth(params.filters, min(train.images.shape[1:3]), "classification", extra_pool=params.dense > 0)
     dist = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF op
     one_hot = lambda y: np.eye(n_classes, dtype=np.float32)[y]
     aug = (lambda x, y, s: (augment_images(x, augment, s), y)) if fit.augment else None

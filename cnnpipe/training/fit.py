@@ -149,8 +149,11 @@ def fit_model(
     """Compile and fit ``model``; resume from ``checkpoint_dir`` when its fingerprint matches.
 
     ``run_fingerprint`` must change whenever the data, params or architecture change, so a
-    stale checkpoint is never resumed. The checkpoint directory is removed on success. Under a
-    multi-worker strategy only the chief writes ``checkpoint_dir`` and ``history_csv``.
+    stale checkpoint is never resumed. A resumed run skips the batches the finished epochs drew
+    from ``train`` (a seeded stream, built afresh for each call), so it ends with the weights of a
+    run never interrupted. The checkpoint stays: ``save_model(..., checkpoint=)`` removes it
+    once the model file is in place. Under a multi-worker strategy only the chief writes
+    ``checkpoint_dir`` and ``history_csv``.
     """
     # Under a strategy (train.strategy) the model was built in its scope; compiling, restoring
     # and fitting there too make Keras train it distributed. The default strategy is a no-op.
@@ -167,6 +170,11 @@ def fit_model(
             build_for_distribution(model, train)
         early = ResumableEarlyStopping(monitor=monitor, patience=fit.patience, restore_best_weights=True)
         initial_epoch = resume(work_dir, run_fingerprint, model, early)
+        # The shuffle and augmentation streams are seeded but stateful: replaying the finished
+        # epochs' draws puts them where the interrupted run was. Skipped batches cost input work
+        # only (read, shuffle, augment), no training step; per-epoch seeds would have changed
+        # every uninterrupted run's result.
+        train = train.skip(initial_epoch * steps_per_epoch)
 
         # The curves grow beside the checkpoint and reach ``history_csv`` (a declared output) only
         # whole, when training ends.
@@ -190,8 +198,7 @@ def fit_model(
         stopped = early.resume_state is not None and early.resume_state["wait"] >= fit.patience
         if initial_epoch >= fit.epochs or stopped:
             history = {}
-            if early.resume_state and "best_weights" in early.resume_state:
-                early.best_weights = early.resume_state["best_weights"]
+            early.on_train_begin()  # nothing left to fit: early stopping's saved memory, best weights too
         else:
             history = model.fit(
                 train,
@@ -208,7 +215,6 @@ def fit_model(
         if curves.exists():
             with atomic_file(work_csv, "wb") as f:
                 f.write(curves.read_bytes())
-        shutil.rmtree(work_dir, ignore_errors=True)
         return FitResult(
             model=model,
             history=history,

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from cnnpipe.config import AugmentParams, ClassifierParams, LocalizerParams
+from cnnpipe.config.depth import check_backbone_depth
 from cnnpipe.data.augment import augment_with_boxes
 from cnnpipe.data.pipeline import split_dataset
 from cnnpipe.data.prepared import ShardedSplit, Split, content_id, examples, image_shape
@@ -42,6 +43,7 @@ def train_localizer(
     ``strategy``: ``train.strategy``; the model is built in its scope and trained distributed.
     """
     fit = params.fit
+    check_backbone_depth(classifier_params.filters, min(image_shape(train)[:2]), "localization")
     dist = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF op
 
     def aug(x, y, s):

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from cnnpipe.config import AugmentParams, UnetParams
+from cnnpipe.config.depth import check_unet_depth
 from cnnpipe.data.augment import augment_with_masks
 from cnnpipe.data.masks import class_index_masks
 from cnnpipe.data.pipeline import split_dataset
@@ -40,6 +41,7 @@ def train_unet(
 ) -> FitResult:
     """``strategy``: ``train.strategy``; the model is built in its scope and trained distributed."""
     fit = params.fit
+    check_unet_depth(params.filters, min(image_shape(train)[:2]))  # before Keras' shape error
     dist = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF op
     n_out = n_classes + 1 if params.multiclass else 1
 

@@ -55,8 +55,12 @@ GOOD = bytes([0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(range(6))
         (GOOD + b"xyz", "trailing garbage: 3 bytes after the 18 bytes"),
         (b"\x1f\x8b\x08\x00garbage", "corrupt gzip data"),
         (gzip.compress(GOOD)[:-10], "corrupt gzip data"),
+        # 65536 ** 4 = 2 ** 64: an int64 product wraps to 0 and a header-only file "fits".
+        (bytes([0, 0, 0x08, 4]) + (2**16).to_bytes(4, "big") * 4,
+         f"truncated IDX data: shape (65536, 65536, 65536, 65536) of uint8 needs {2**64 + 20} bytes, found 20"),
     ],
-    ids=["magic", "dtype", "short-magic", "short-dims", "short-data", "trailing", "bad-gzip", "cut-gzip"],
+    ids=["magic", "dtype", "short-magic", "short-dims", "short-data", "trailing", "bad-gzip", "cut-gzip",
+         "dims-overflow"],
 )
 def test_malformed_files_name_file_and_problem(tmp_path, content, problem):
     path = tmp_path / "broken-idx"

@@ -44,7 +44,7 @@ def test_float_images_are_read_as_0_to_1_not_truncated_to_black(tmp_path):
     np.testing.assert_array_equal(pixels, expected)
 
 
-@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "I", "I;16", "F"])
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "LAB", "I", "I;16", "F"])
 def test_every_mode_gives_8_bit_gray_or_rgb_of_the_requested_side(tmp_path, mode):
     rgb = np.dstack([RAMP, RAMP[::-1], np.full_like(RAMP, 128)])
     sources = {
@@ -56,13 +56,15 @@ def test_every_mode_gives_8_bit_gray_or_rgb_of_the_requested_side(tmp_path, mode
         "LA": lambda: Image.fromarray(np.dstack([RAMP, np.full_like(RAMP, 255)])),
         "CMYK": lambda: Image.fromarray(rgb).convert("CMYK"),
         "YCbCr": lambda: Image.fromarray(rgb).convert("YCbCr"),
+        "LAB": lambda: Image.merge("LAB", [Image.fromarray(c) for c in (RAMP, RAMP[::-1], np.full_like(RAMP, 128))]),
         "I": lambda: Image.fromarray(RAMP.astype(np.int32) * 257),
         "I;16": lambda: Image.fromarray(RAMP.astype(np.uint16) * 257),
         "F": lambda: Image.fromarray(RAMP.astype(np.float32) / 255.0),
     }
     image = sources[mode]()
-    path = tmp_path / f"img.{'tiff' if mode in ('CMYK', 'YCbCr', 'I', 'F') else 'png'}"
+    path = tmp_path / f"img.{'tiff' if mode in ('CMYK', 'YCbCr', 'LAB', 'I', 'F') else 'png'}"
     image.save(path)
+    assert Image.open(path).mode == mode
     for channels, shape in ((1, (8, 8)), (3, (8, 8, 3))):
         pixels = load_image(path, 8, channels).pixels
         assert pixels.dtype == np.uint8 and pixels.shape == shape

@@ -32,5 +32,6 @@ def test_one_process_runs_every_stage_and_stops_at_the_first_failure(tmp_path):
     params.write_text(params.read_text().replace("dropout: 0.2", "dropout: 2.0", 1))
     bad = subprocess.run([sys.executable, "-m", "stages", "--skip", "register"], cwd=project, env=env(),
                          capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 1 and "stage fetch failed" in bad.stderr and "dropout" in bad.stderr, bad.stderr[-2000:]
-    assert "== validate" not in bad.stdout
+    # (the first stage is the fingerprint probe, dvc.yaml's first)
+    assert bad.returncode == 1 and "stage fingerprint failed" in bad.stderr and "dropout" in bad.stderr, bad.stderr[-2000:]
+    assert "== fetch" not in bad.stdout

@@ -1,6 +1,7 @@
 """The Prefect flows on Prefect's real engine (its test harness) over a tiny DVC project:
-every stage runs, then all skip, a transient fetch failure is retried, a hard failure names
-its stage; the parent MLflow run holds the stage runs; a schedule's next run time reads back."""
+every stage runs, then all skip (no MLflow run opened), a failed fetch is not retried by the flow
+(fetch owns its retries), a hard failure names its stage and what it kept from running; the
+parent MLflow run holds the stage runs"""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before Prefect loads its settings
 
-import httpx
 import pytest
 from helpers import write_params
 from mlflow_server import mlflow_server  # noqa: F401  (fixture)
@@ -22,17 +22,16 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
-    DeploymentFilter,
-    DeploymentFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect.testing.utilities import prefect_test_harness
 
 from cnnpipe.config import load_params
 from cnnpipe.flows.dvc import StageFailed
-from cnnpipe.flows.schedule import next_run_times
+from cnnpipe.flows.report import UPSTREAM_FAILED
 from cnnpipe.tracking.connection import connect
 from pipelines.promotion import promotion_flow
-from pipelines.schedules import training_deployment
 from pipelines.training import REPORT_KEY, training_flow
 
 # fetch fails once while the flag file exists (a transient error), process fails while its input
@@ -102,7 +101,7 @@ def project(tmp_path_factory, mlflow_server) -> Path:  # noqa: F811
 
 
 def run_flow(project: Path, **kwargs: Any) -> Any:
-    return training_flow(project_dir=str(project), retry_delay_s=0.1, return_state=True, **kwargs)
+    return training_flow(project_dir=str(project), return_state=True, **kwargs)
 
 
 def report_markdown() -> str:
@@ -129,50 +128,49 @@ def test_first_run_executes_every_stage_and_a_second_skips_them(harness, project
     assert children["report"].data.metrics == {"chars": 6.0}
     markdown = report_markdown()
     assert "| report | ran | [run](" in markdown and "| report.json | chars | 6 |" in markdown
+    # Each stage's output reached the Prefect logs line by line, under its task run.
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    lines = {log.message for log in logs if log.task_run_id}
+    assert {"Running stage 'fetch':", "Running stage 'process':", "Running stage 'report':"} <= lines, sorted(lines)
 
     start = datetime.now()
     again = run_flow(project)
     assert again.result() == {"fetch": "skipped", "process": "skipped", "report": "skipped"}
     print(f"flow with every stage skipped: {(datetime.now() - start).total_seconds():.1f}s")
+    # A no-op run opens no MLflow run and starts no stage task.
+    noop_id = str(again.state_details.flow_run_id)
+    assert not conn.client().search_runs([conn.experiment_id()], filter_string=f"tags.`prefect.flow_run_id` = '{noop_id}'")
+    with get_client(sync_client=True) as client:
+        assert not [r for r in client.read_task_runs() if str(r.flow_run_id) == noop_id]
+    assert "Every stage is up to date: nothing ran." in report_markdown()
 
 
-def test_transient_fetch_failure_succeeds_on_retry(harness, project):
+def test_a_failed_fetch_is_not_retried_by_the_flow(harness, project):
+    """fetch owns its retries (fetch.retries, no retry on a permanent 4xx): the flow runs it once."""
     (project / "source.txt").write_text("changed\n")
     (project / "fail_once").touch()
     state = run_flow(project)
-    assert state.result()["fetch"] == "ran" and not (project / "fail_once").exists()
+    assert state.is_failed() and not (project / "fail_once").exists()
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs()
     fetch = [r for r in runs if r.flow_run_id == state.state_details.flow_run_id and r.name == "fetch"]
-    assert len(fetch) == 1 and fetch[0].run_count == 2  # failed once, retried once
+    assert len(fetch) == 1 and fetch[0].run_count == 1
+    assert run_flow(project).result()["fetch"] == "ran"  # the next run picks it up
 
 
 def test_hard_failure_ends_the_flow_naming_the_stage(harness, project):
     (project / "source.txt").write_text("boom\n")
     state = run_flow(project)
     assert state.is_failed()
-    with pytest.raises(StageFailed, match=r"stage 'process' failed \(dvc repro exit \d+\):(.|\n)*hard failure"):
+    with pytest.raises(StageFailed, match=r"^stage 'process' failed \(dvc repro exit \d+\): hard failure: cannot "
+                                          r"process boom; not run because of it: report$"):
         state.result()
     markdown = report_markdown()
     assert "| fetch | ran |" in markdown and "| process | failed |" in markdown
-    assert "| report |" not in markdown  # never started: the flow stops at the first failure
+    assert f"| report | {UPSTREAM_FAILED} (process) |" in markdown  # downstream of the failure
+    assert "## Skipped because of a failure" in markdown
     (project / "source.txt").write_text("hello\n")
-
-
-def test_schedule_reads_back_its_next_run_time(harness, project):
-    deployment_id = training_deployment("0 3 * * *", project_dir=project, name="nightly-test").apply()
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment(deployment_id)
-        api = str(client.api_url).rstrip("/")
-    assert deployment.schedules[0].schedule.cron == "0 3 * * *"
-    assert deployment.parameters == {"project_dir": str(project.resolve()), "params_file": "params.yaml"}
-    # Ask the server's scheduler for the upcoming runs, then read the earliest one back.
-    httpx.post(f"{api}/deployments/{deployment_id}/schedule", json={"min_runs": 2, "max_runs": 2}).raise_for_status()
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
-    first = min(r.expected_start_time for r in runs)
-    expected = next_run_times("0 3 * * *", 1, after=datetime.now(timezone.utc))[0]
-    assert first == expected and first.hour == 3 and first > datetime.now(timezone.utc)
 
 
 def test_promotion_flow_reports_a_model_without_a_challenger(harness, project):

@@ -162,7 +162,7 @@ def test_refuse_promote_and_rollback_with_history(client, mlflow_server, tmp_pat
     assert promoted["challenger"] == {"version": v3, "run_id": promoted["challenger"]["run_id"], "value": 0.95}
     assert promoted["champion"]["value"] == 0.9 and promoted["time"].endswith("Z")
 
-    assert rollback(client, gate.name, lock=lock) == v1
+    assert rollback(client, gate.name, lock=lock) == (v1, v3)  # @champion now, and the one it replaced
     assert rest_aliases(mlflow_server, gate.name) == {"champion": v1}  # v1 had replaced no one
     assert events(mlflow_server, gate.name, v3) == ["registered", "promoted", "rolled_back"]
     assert events(mlflow_server, gate.name, v1) == ["registered", "promoted", "demoted", "restored"]
@@ -176,7 +176,7 @@ def test_rollback_walks_back_one_promotion(client, mlflow_server):  # noqa: F811
     versions = [new_version(client, gate, acc) for acc in (0.85, 0.90, 0.95)]
     for v in versions:
         assert promote(client, gate, v).promote
-    assert rollback(client, gate.name) == versions[1]
+    assert rollback(client, gate.name) == (versions[1], versions[2])
     assert rest_aliases(mlflow_server, gate.name) == {"champion": versions[1], "previous": versions[0]}
 
 

@@ -244,11 +244,11 @@ def test_predict_through_the_registry_matches_the_local_models(project, capsys, 
     assert " box x=" in out and out.strip().endswith(" px")
 
     rc, out, _ = run_cli(capsys, "predict", "cnnpipe-unet@champion", str(canvas))
-    mask_file = tmp_path / "scene.mask.png"
+    mask_file = tmp_path / "scene.png.mask.png"
     assert rc == 0 and out.startswith(f"{canvas}: mask -> {mask_file}")
     from_registry = np.asarray(Image.open(mask_file))
     local = load_model(root / "models" / "unet.keras", "test")
-    predict_image(local, "mask", NAMES, canvas, open_image(canvas))
+    predict_image(local, "mask", NAMES, canvas, open_image(canvas), force=True)
     assert from_registry.shape == (80, 96) and np.array_equal(np.asarray(Image.open(mask_file)), from_registry)
 
 

@@ -195,8 +195,7 @@ def test_the_prefect_report_and_stage_failure_carry_no_credentials(tmp_path):
     )
     assert SECRET not in report and "http://***@mlflow.internal:5000/api" in report
 
-    from cnnpipe.flows.dvc import StageFailed
-    from pipelines.training import run_stage
+    from cnnpipe.flows.dvc import StageFailed, run_stage
 
     failing = tmp_path / "p"
     failing.mkdir()
@@ -206,5 +205,5 @@ def test_the_prefect_report_and_stage_failure_carry_no_credentials(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=failing, check=True)
     subprocess.run(["dvc", "init", "-q"], cwd=failing, check=True, env=env())
     with pytest.raises(StageFailed) as err:
-        run_stage.fn(str(failing), "leak", env())
+        run_stage(failing, "leak", env(), timeout_s=300).raise_for_failure()
     assert "cannot reach https://***@db.internal/x" in str(err.value) and SECRET not in str(err.value)

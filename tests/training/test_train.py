@@ -12,6 +12,7 @@ from cnnpipe.data.pipeline import make_dataset
 from cnnpipe.models.classifier import build_classifier
 from cnnpipe.seeding import set_global_seed
 from cnnpipe.training.fit import fit_model
+from cnnpipe.training.outputs import save_model
 
 
 def _data(n=64):
@@ -65,7 +66,9 @@ def test_fit_writes_curves_and_cleans_checkpoint(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(rows[0])
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learns
-    assert not (tmp_path / "ckpt").exists()
+    assert (tmp_path / "ckpt" / "state.json").exists()  # kept until the model file is in place
+    save_model(result.model, tmp_path / "m.keras", checkpoint=tmp_path / "ckpt")
+    assert (tmp_path / "m.keras").is_file() and not (tmp_path / "ckpt").exists()
 
 
 def test_interrupted_fit_resumes_from_last_epoch(tmp_path):

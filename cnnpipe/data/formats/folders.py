@@ -13,6 +13,8 @@ from cnnpipe.data.items import (
     Items,
     TaskData,
     check_labels_fit,
+    check_link,
+    display_name,
     list_images,
     need_dir,
     split_off_test,
@@ -32,10 +34,14 @@ def _split_roots(root: Path) -> dict[str, Path] | None:
 # --------------------------------------------------------------------------------------
 
 
-def _class_dirs(root: Path) -> dict[str, Path]:
-    dirs = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+def _class_dirs(folder: Path, root: Path) -> dict[str, Path]:
+    entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+    for p in entries:
+        if p.is_symlink() and (p.is_dir() or not p.exists()):
+            check_link(p, root)
+    dirs = {p.name: p for p in entries if p.is_dir()}
     if not dirs:
-        raise DataError(f"{root}: no class sub-folders (expected one folder of images per class)")
+        raise DataError(f"{folder}: no class sub-folders (expected one folder of images per class)")
     return dirs
 
 
@@ -44,7 +50,7 @@ def read_class_folders(params: DatasetParams, seed: int) -> TaskData:
     side, channels = params.side(), params.channels
     roots = _split_roots(root)
     layout = roots or {"all": root}
-    class_dirs = {split: _class_dirs(folder) for split, folder in layout.items()}
+    class_dirs = {split: _class_dirs(folder, root) for split, folder in layout.items()}
     names = sorted(class_dirs["train" if roots else "all"])
     check_labels_fit(names, str(root))
     if roots:
@@ -55,7 +61,7 @@ def read_class_folders(params: DatasetParams, seed: int) -> TaskData:
     for split, dirs in class_dirs.items():
         items = Items()
         for name, folder in dirs.items():
-            files = list_images(folder, IMAGE_SUFFIXES)
+            files = list_images(folder, IMAGE_SUFFIXES, root)
             if not files:
                 raise DataError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             for file in files:
@@ -72,11 +78,27 @@ def read_class_folders(params: DatasetParams, seed: int) -> TaskData:
 # --------------------------------------------------------------------------------------
 
 
-def _pairs(folder: Path) -> list[tuple[Path, Path]]:
+LOSSY_MASKS = (".jpg", ".jpeg")  # JPEG blurs a mask's edges into values between the classes
+
+
+def _by_stem(files: list[Path]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in files:
+        if p.stem in out:
+            raise DataError(f"{p}: a second file with the stem {p.stem!r} (also {out[p.stem].name}); keep one")
+        out[p.stem] = p
+    return out
+
+
+def _pairs(folder: Path, root: Path) -> list[tuple[Path, Path]]:
     images_dir = need_dir(folder / "images", "images folder")
     masks_dir = need_dir(folder / "masks", "masks folder")
-    images = {p.stem: p for p in list_images(images_dir, (*(".png", ".jpg", ".jpeg"), *(".bmp", ".tif", ".tiff")))}
-    masks = {p.stem: p for p in list_images(masks_dir, (".png", ".bmp", ".tif", ".tiff", ".gif"))}
+    images = _by_stem(list_images(images_dir, (*(".png", ".jpg", ".jpeg"), *(".bmp", ".tif", ".tiff")), root))
+    masks = _by_stem(list_images(masks_dir, IMAGE_SUFFIXES, root))
+    lossy = [p for p in masks.values() if p.suffix.lower() in LOSSY_MASKS]
+    if lossy:
+        raise DataError(f"{lossy[0]}: a JPEG mask is lossy (its edges hold values between the classes); "
+                        f"save masks as PNG ({len(lossy)} JPEG mask(s) in {masks_dir})")
     if not images:
         raise DataError(f"{images_dir}: no images")
     lonely = sorted(set(images) - set(masks))
@@ -90,8 +112,27 @@ def _pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def mask_kind(values: set[int]) -> str:
-    """``binary`` for masks holding only {0, 255} or {0, 1}; else ``index`` (class ids)."""
-    return "binary" if values <= {0, 255} or values <= {0, 1} else "index"
+    """``binary`` for masks holding only 0 and 255 or 0 and 1 (any non-zero is foreground);
+    else ``index`` (class ids)."""
+    return "binary" if values <= {0, 1, 255} else "index"
+
+
+def _check_binary_255(raw: dict[str, list[tuple[Path, Path, np.ndarray]]]) -> None:
+    """A set whose masks use 255 is a 0/255 binary set: a mask holding other values too
+    (anti-aliased edges, a lossy save; 255 as "void" beside class ids) is refused, naming it and
+    its values, rather than read as up to 255 class ids."""
+    bad = []
+    for pairs in raw.values():
+        for _, mask_file, mask in pairs:
+            extra = sorted(set(np.unique(mask).tolist()) - {0, 1, 255})
+            if extra:
+                bad.append((mask_file, extra))
+    if bad:
+        (mask_file, extra), shown = bad[0], ", ".join(str(v) for v in bad[0][1][:8])
+        more = ", ..." if len(extra) > 8 else ""
+        raise DataError(f"{mask_file}: holds {shown}{more} besides 0 and 255 (anti-aliased or lossy?) in a set "
+                        f"of 0/255 masks ({len(bad)} such mask(s)); binary masks hold only 0 and 255 (or 0 and 1), "
+                        "class-id masks 0..K")
 
 
 def read_segmentation_folders(params: DatasetParams, seed: int) -> TaskData:
@@ -99,9 +140,11 @@ def read_segmentation_folders(params: DatasetParams, seed: int) -> TaskData:
     side, channels = params.side(), params.channels
     roots = _split_roots(root) or {"all": root}
     raw: dict[str, list[tuple[Path, Path, np.ndarray]]] = {
-        split: [(img, msk, load_mask(msk)) for img, msk in _pairs(folder)] for split, folder in roots.items()
+        split: [(img, msk, load_mask(msk)) for img, msk in _pairs(folder, root)] for split, folder in roots.items()
     }
     values = {int(v) for pairs in raw.values() for _, _, m in pairs for v in np.unique(m)}
+    if 255 in values:
+        _check_binary_255(raw)
     kind = mask_kind(values)
     if kind == "binary":
         names = list(params.class_names or ["foreground"])
@@ -122,7 +165,7 @@ def read_segmentation_folders(params: DatasetParams, seed: int) -> TaskData:
             present = set(np.unique(mask).tolist())
             items.masks.append(resize_mask(stored, side))
             items.add(
-                loaded, 0, image_file, mask_file=str(mask_file), mask_height=int(mask.shape[0]),
+                loaded, 0, image_file, mask_file=display_name(mask_file), mask_height=int(mask.shape[0]),
                 mask_width=int(mask.shape[1]), mask_values_ok=present <= allowed,
                 mask_coverage=float(np.mean(stored != 0)),
             )

@@ -44,7 +44,7 @@ def download_oxford(url: str, dest: Path, fetch: FetchParams) -> Path:
             download(one, archive, fetch.timeout_s, fetch.retries, backoff_s=1.0)
         except SourceUnavailable as err:
             raise DataError(f"oxford_pet: cannot download: {err}") from None
-        safe_extract(archive, dest / "extracted")
+        safe_extract(archive, dest / "extracted", source=one)  # errors name the URL, not the temp file
         archive.unlink()
     return _find_oxford_root(dest / "extracted")
 

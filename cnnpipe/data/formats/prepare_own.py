@@ -20,7 +20,7 @@ from cnnpipe.data.layout import prepared_dir, report_dir
 from cnnpipe.data.prepared import write_arrays
 from cnnpipe.data.splits import split_classification
 from cnnpipe.data.validation.gx import ValidationReport, raise_if_failed, save_report
-from cnnpipe.data.validation.own import own_manifest, validate_own
+from cnnpipe.data.validation.own import check_class_count, own_manifest, validate_own
 from cnnpipe.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,10 @@ def prepare_own(params: Params, task: str) -> dict[str, Any]:
     """Read, validate and write ``task``'s own dataset; returns its ``meta.json`` content."""
     dp = getattr(params.datasets, task)
     data = read_task_data(task, dp, params.seed, params.fetch)
-    validate_task_data(data, report_dir(params, task), f"datasets.{task} ({dp.format}: {dp.path or dp.url})")
+    what = f"datasets.{task} ({dp.format}: {dp.path or dp.url})"
+    if task == "classification":
+        check_class_count(data, what)
+    validate_task_data(data, report_dir(params, task), what)
     arrays = _val_split(data, params.prepare.val_fraction, params.seed)
     meta = _meta(data, arrays, params.seed, params.prepare.val_fraction)
     with atomic_dir(prepared_dir(params, task)) as tmp:

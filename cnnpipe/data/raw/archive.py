@@ -11,9 +11,10 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 from cnnpipe.errors import DataError
+from cnnpipe.security import redact
 
 
-def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
+def _check_member(archive: str, member: tarfile.TarInfo) -> None:
     name = PurePosixPath(member.name)
     if member.name.startswith(("/", "\\")) or name.is_absolute() or (len(member.name) > 1 and member.name[1] == ":"):
         raise DataError(f"{archive}: refusing member {member.name!r}: absolute path")
@@ -25,16 +26,20 @@ def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
         raise DataError(f"{archive}: refusing member {member.name!r}: not a regular file or directory")
 
 
-def safe_extract(archive: Path, target: Path) -> None:
-    """Extract a (compressed) tar ``archive`` into ``target`` after checking every member."""
+def safe_extract(archive: Path, target: Path, source: str | None = None) -> None:
+    """Extract a (compressed) tar ``archive`` into ``target`` after checking every member.
+
+    Errors name ``source`` (e.g. the URL it was downloaded from, credentials redacted) when
+    given: a downloaded archive is a temp file gone by the time the user reads the message."""
+    name = redact(source) if source else str(archive)
     target.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
             for member in members:
-                _check_member(archive, member)
+                _check_member(name, member)
             tar.extractall(target, members=members, filter="data")
     except tarfile.FilterError as err:
-        raise DataError(f"{archive}: refusing unsafe member: {err}") from None
+        raise DataError(f"{name}: refusing unsafe member: {err}") from None
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise DataError(f"{archive}: not a readable tar archive: {err}") from None
+        raise DataError(f"{name}: not a readable tar archive: {err}") from None

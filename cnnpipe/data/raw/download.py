@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cnnpipe.security import redact
+from cnnpipe.security import credentials, redact
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,14 @@ class SourceUnavailable(Exception):
 
 
 def download(url: str, dest: Path, timeout_s: float, retries: int, backoff_s: float) -> None:
-    """Fetch ``url`` into ``dest``, retrying network errors with exponential back-off."""
+    """Fetch ``url`` into ``dest``, retrying network errors with exponential back-off.
+
+    Every message shows ``url`` with its credentials redacted."""
+    if credentials(url) is not None:  # urllib would read "user:password@host" as a host name
+        raise SourceUnavailable(
+            f"{redact(url)}: a URL with user:password@ cannot be downloaded (the downloader sends no "
+            "credentials); download it yourself and give the local copy instead (datasets.<name>.path, "
+            "or fetch.local_dir)")
     attempts = retries + 1
     for attempt in range(attempts):
         try:
@@ -38,10 +45,10 @@ def download(url: str, dest: Path, timeout_s: float, retries: int, backoff_s: fl
             return
         except urllib.error.HTTPError as err:
             if err.code not in RETRY_HTTP:
-                raise SourceUnavailable(f"{url}: HTTP {err.code} {err.reason}") from None
+                raise SourceUnavailable(f"{redact(url)}: HTTP {err.code} {err.reason}") from None
             error = f"HTTP {err.code} {err.reason}"
         except ValueError as err:  # urllib's answer to a malformed URL
-            raise SourceUnavailable(f"invalid URL {url!r}: {err}") from None
+            raise SourceUnavailable(redact(f"invalid URL {url!r}: {err}")) from None
         except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets
             error = str(getattr(err, "reason", None) or err) or type(err).__name__
         if attempt + 1 < attempts:
@@ -50,7 +57,7 @@ def download(url: str, dest: Path, timeout_s: float, retries: int, backoff_s: fl
                 "download of %s failed (%s); retry %d of %d in %.1f s", redact(url), error, attempt + 1, retries, delay
             )
             time.sleep(delay)
-    raise SourceUnavailable(f"could not download {url} after {attempts} attempt(s): {error}")
+    raise SourceUnavailable(redact(f"could not download {url} after {attempts} attempt(s): {error}"))
 
 
 def _download_once(url: str, dest: Path, timeout_s: float) -> None:

@@ -7,6 +7,7 @@ uint32 dimension sizes, then the values, big-endian, in C order. numpy only: nev
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def parse_idx(data: bytes, name: str | Path) -> np.ndarray:
         )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
-    expected = header_len + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    # Python integers: np.prod in int64 wraps (65536 ** 4 is 0) and would pass a header-only file.
+    expected = header_len + math.prod(dims) * dtype.itemsize
     if len(data) < expected:
         raise DataError(
             f"{name}: truncated IDX data: shape {dims} of {dtype.name} needs {expected} bytes, "

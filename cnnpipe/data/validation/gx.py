@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,13 +100,22 @@ def _context() -> Any:
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
+def store_key(name: str) -> str:
+    """``name`` as a GX store key: GX's file stores refuse ``/`` and ``\\`` in keys (an own data
+    set's name carries its path), so every run of characters other than letters, digits, ``.``,
+    ``_`` and ``-`` becomes one ``_``."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("_") or "suite"
+
+
 class SuiteRun:
-    """The suites of one validation, run in one context, kept for Data Docs."""
+    """The suites of one validation, run in one context, kept for Data Docs. ``name`` is the
+    human one (reports, messages); GX sees its :func:`store_key`."""
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.key = store_key(name)
         self.context = _context()
-        self.source = self.context.data_sources.add_pandas(name=name)
+        self.source = self.context.data_sources.add_pandas(name=self.key)
         self.results: list[tuple[str, Any]] = []  # (table, ExpectationSuiteValidationResult)
 
     def validate(self, table: str, df: pd.DataFrame, expectations: Sequence[Any], index_columns: list[str]) -> None:
@@ -116,7 +126,7 @@ class SuiteRun:
             ValidationResultIdentifier,
         )
 
-        suite = self.context.suites.add(gx.ExpectationSuite(name=f"{self.name}.{table}"))
+        suite = self.context.suites.add(gx.ExpectationSuite(name=f"{self.key}.{table}"))
         for expectation in expectations:
             suite.add_expectation(expectation)
         batch = (
@@ -134,7 +144,7 @@ class SuiteRun:
         # Stored now, once, so every write_report renders exactly this run's results.
         key = ValidationResultIdentifier(
             expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
-            run_id=RunIdentifier(run_name=self.name),
+            run_id=RunIdentifier(run_name=self.key),
             batch_identifier=table,
         )
         self.context.validation_results_store.set(key, result)

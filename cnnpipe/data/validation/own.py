@@ -16,11 +16,21 @@ from cnnpipe.data.items import TaskData
 from cnnpipe.data.validation.gx import SuiteRun, ValidationReport, import_gx
 from cnnpipe.data.validation.manifest import mark_leakage
 from cnnpipe.data.validation.suites import class_balance_table
+from cnnpipe.errors import ValidationFailed
 
 BASE_COLUMNS = ("split", "index", "file", "label", "height", "width", "mode", "channels",
                 "min", "max", "mean", "sha256", "in_other_split")
 BOX_COLUMNS = ("box_x", "box_y", "box_w", "box_h", "box_inside")
 MASK_COLUMNS = ("mask_file", "mask_height", "mask_width", "mask_matches_image", "mask_values_ok", "mask_coverage")
+
+
+def check_class_count(data: TaskData, what: str) -> None:
+    """A classifier needs at least 2 classes: trained on one, it is right on every test image,
+    scores accuracy 1.0 and would pass any gate. Checked before the suite, so nothing is written."""
+    names = data.class_names
+    if len(names) < 2:
+        raise ValidationFailed(f"{what}: needs at least 2 classes to train a classifier, found {len(names)} "
+                               f"({', '.join(names) or 'none'})")
 
 
 def own_manifest(data: TaskData) -> pd.DataFrame:
