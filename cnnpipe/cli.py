@@ -80,11 +80,12 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from cnnpipe.registry.gates import gate_for
     from cnnpipe.registry.lock import lock_path
     from cnnpipe.registry.promotion import promote
-    from cnnpipe.registry.versions import CHAMPION, alias_version
+    from cnnpipe.registry.versions import CHAMPION, alias_version, experiment_version
 
     params, conn, client = _registry(args)
     gate = gate_for(params.register, args.name)
-    decision = promote(client, gate, args.version, force=args.force, lock=lock_path(conn.uri))
+    version = experiment_version(client, args.name, args.experiment).version if args.experiment else args.version
+    decision = promote(client, gate, version, force=args.force, lock=lock_path(conn.uri))
     champion = alias_version(client, args.name, CHAMPION)
     if decision.promote:
         print(f"{args.name}: version {champion.version} is @champion: {decision.reason}")
@@ -116,6 +117,9 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     print(f"  MLflow run:       {info['run_id']} (parent run: {info['parent_run_id'] or '-'})")
     print(f"  Prefect flow run: {info['prefect_flow_run_id'] or '- (not run under Prefect)'}")
     print(f"  git commit:       {info['git_commit']} (dirty: {info['git_dirty']})")
+    if info["experiment"] or info["origin"] == "dirty":
+        print(f"  from:             {info['experiment'] or 'uncommitted changes'}, params changed: "
+              + (", ".join(f"{k} {old} -> {new}" for k, (old, new) in info["params_changed"].items()) or "none"))
     print("  DVC data hashes:")
     for name, value in info["dvc"].items():
         print(f"    {name:<12} {value}")
@@ -138,6 +142,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnpipe.serving.predict import predict_files
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr: what predict did
     _, _, client = _registry(args)
     for prediction in predict_files(client, args.ref, args.images, args.backend, force=args.force):
         print(prediction)
@@ -210,6 +215,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         check_store,
         embedded_uri,
         resolve_uri,
+        sqlite_file,
     )
     from cnnpipe.tracking.lineage import project_root, store_root
 
@@ -220,10 +226,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"runs are tracked at {redact(uri)}: open that server's UI instead")
         return 0
     check_store(uri, create=True)  # `mlflow ui` would replace a deleted store with an empty one
+    db = sqlite_file(uri)
+    fresh = "; none here yet: creating an empty one" if db is not None and not db.is_file() else ""
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--default-artifact-root", (root / STORE_ARTIFACTS).as_uri(),
                "--host", "127.0.0.1", "--port", str(args.port)]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri})", flush=True)
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri}{fresh})", flush=True)
     os.execv(sys.executable, command)  # replaces this process: Ctrl-C stops the UI directly
     return 0  # not reached
 
@@ -240,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("promote", help="promote a version (default: @challenger) through the gates")
     p.add_argument("name", help="registered model name, e.g. cnnpipe-classifier")
-    p.add_argument("--version", help="version number (default: the @challenger)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", help="version number (default: the @challenger)")
+    which.add_argument("--experiment", help="the version registered by this DVC experiment (`dvc exp show`)")
     p.add_argument("--force", action="store_true", help="promote even if the gates refuse (recorded)")
     p.set_defaults(func=cmd_promote)
 

@@ -161,6 +161,16 @@ def write_json(path: str | Path, obj: Any) -> None:
         f.write("\n")
 
 
+def write_png(fig: Any, path: str | Path, dpi: int = 100) -> None:
+    """Save a matplotlib ``Figure`` as PNG atomically; equal figures give equal bytes.
+
+    The PNG's only varying metadata is "Software" (the matplotlib version); it is dropped,
+    so a figure's bytes (and its hash in dvc.lock) depend on the data drawn alone.
+    """
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi, metadata={"Software": None})
+
+
 def read_json(path: str | Path) -> Any:
     with open(path) as f:
         return json.load(f)

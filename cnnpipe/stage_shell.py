@@ -91,3 +91,16 @@ def publish_summary(run: StageRun, path: Path, summary: Mapping[str, Any], *curv
     run.log_metrics_file(path)
     for curve in curves:
         run.log_artifacts(curve, "history")
+
+
+def publish_timings(run: StageRun, reports_dir: str | Path, task: str, timings: Mapping[str, Any]) -> None:
+    """Write what varies run to run for the same result (epoch times, the epoch resumed at) to
+    ``<reports_dir>/timings/<task>.json`` and the stage's MLflow run: not a DVC output, so
+    ``dvc.lock`` stays a function of the commit and seed."""
+    if not is_chief():
+        return
+    path = Path(reports_dir) / "timings" / f"{task}.json"
+    write_json(path, timings)
+    log.info("%s: timings %s (in %s)", run.stage, timings, path)
+    run.log_metrics(timings)
+    run.log_artifacts(path, "timings")

@@ -20,6 +20,7 @@ import yaml
 
 from cnnpipe.errors import crash_report
 from cnnpipe.security import redact
+from cnnpipe.seeding import one_inter_op_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip", action="append", default=[], choices=names, metavar="STAGE",
                         help=f"leave this stage out (repeatable); one of {', '.join(names)}")
     args = parser.parse_args(argv)
+    # Before any stage starts TensorFlow, so its training stages reproduce (already started, e.g.
+    # when called from a test: the stages' own seeding warns if it matters).
+    one_inter_op_thread(warn=False)
     current = "stages"
     try:
         for name in names:

@@ -1,9 +1,10 @@
 """DVC stages ``evaluate@<task>``: score one task's trained model on its held-out test data.
 
 Writes ``metrics/<task>.json`` (classifier, transfer, localizer, unet) and the task's figures
-under ``plots/evaluate/``: the confusion heatmap, its CSV and Grad-CAM (classifier), box
-overlays (localizer), mask overlays (unet). ``--task`` picks the task; without it every task
-is scored in turn, each in its own MLflow run.
+in its own folder ``plots/evaluate/<task>/`` (a DVC output of the stage): the confusion
+heatmap, its CSV and Grad-CAM (classifier), accuracy by mode and the fine-tuned model's
+confusion heatmap and CSV (transfer), box overlays (localizer), mask overlays (unet).
+``--task`` picks the task; without it every task is scored in turn, each in its own MLflow run.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def main(params: Params, task: str) -> None:
         # The model first: a missing one fails before the test data is read.
         models = load_models(models_dir, task)
         report, test, figures = EVALUATORS[task](params, models, PreparedSet.open(data_dir),
-                                                 Path(params.paths.plots) / "evaluate")
+                                                 Path(params.paths.plots) / "evaluate" / task)
         write_json(out, report)
         run.log_dataset(test.images, f"{data_dir.name}-test", run.tags[f"dvc.{data_dir.name}"], source=data_dir,
                         context="testing", targets=test.labels)

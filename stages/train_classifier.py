@@ -8,7 +8,7 @@ from cnnpipe.config import Params
 from cnnpipe.data.layout import prepared_dir
 from cnnpipe.data.prepared import PreparedSet
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.stage_shell import publish_summary, run_stage
+from cnnpipe.stage_shell import publish_summary, publish_timings, run_stage
 from cnnpipe.tracking.keras import epoch_logger
 from cnnpipe.tracking.runs import stage_run
 from cnnpipe.training.classifier import train_classifier
@@ -31,10 +31,11 @@ def main(params: Params) -> None:
             callbacks=(epoch_logger(run),), strategy=params.train.strategy,
         )
         save_model(result.model, out.model, checkpoint=out.checkpoint_dir)
-        summary = result.summary()
+        publish_summary(run, Path(paths.metrics) / "train" / "classifier.json", result.summary(), out.history_csv)
+        timings = result.timings()
         if result.seconds_per_epoch:
-            summary["train_images_per_s"] = round(len(train.images) / result.seconds_per_epoch, 1)
-        publish_summary(run, Path(paths.metrics) / "train" / "classifier.json", summary, out.history_csv)
+            timings["train_images_per_s"] = round(len(train.images) / result.seconds_per_epoch, 1)
+        publish_timings(run, paths.reports, "classifier", timings)
 
 
 if __name__ == "__main__":

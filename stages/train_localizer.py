@@ -8,7 +8,7 @@ from cnnpipe.config import Params
 from cnnpipe.data.layout import prepared_dir
 from cnnpipe.data.prepared import PreparedSet, ShardedSplit, split_labels
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.stage_shell import publish_summary, run_stage
+from cnnpipe.stage_shell import publish_summary, publish_timings, run_stage
 from cnnpipe.tracking.keras import epoch_logger
 from cnnpipe.tracking.runs import stage_run
 from cnnpipe.training.localizer import train_localizer
@@ -41,6 +41,7 @@ def main(params: Params) -> None:
         save_model(result.model, out.model, checkpoint=out.checkpoint_dir)
         summary = {**result.summary(), "backbone": lp.backbone}
         publish_summary(run, Path(paths.metrics) / "train" / "localizer.json", summary, out.history_csv)
+        publish_timings(run, paths.reports, "localizer", result.timings())
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from cnnpipe.config import Params
 from cnnpipe.data.layout import prepared_dir
 from cnnpipe.data.prepared import PreparedSet, ShardedSplit, split_labels
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.stage_shell import publish_summary, run_stage
+from cnnpipe.stage_shell import publish_summary, publish_timings, run_stage
 from cnnpipe.tracking.keras import epoch_logger
 from cnnpipe.tracking.runs import stage_run
 from cnnpipe.training.outputs import TrainOutputs, save_model
@@ -38,6 +38,7 @@ def main(params: Params) -> None:
         save_model(result.model, out.model, checkpoint=out.checkpoint_dir)
         summary = {**result.summary(), "multiclass": up.multiclass}
         publish_summary(run, Path(paths.metrics) / "train" / "unet.json", summary, out.history_csv)
+        publish_timings(run, paths.reports, "unet", result.timings())
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from cnnpipe.config import Params
 from cnnpipe.data.layout import prepared_dir
 from cnnpipe.data.prepared import PreparedSet
 from cnnpipe.seeding import set_global_seed
-from cnnpipe.stage_shell import publish_summary, run_stage
+from cnnpipe.stage_shell import publish_summary, publish_timings, run_stage
 from cnnpipe.tracking.runs import stage_run
 from cnnpipe.training.outputs import load_model, save_model
 from cnnpipe.training.transfer import train_transfer, transfer_outputs
@@ -36,13 +36,15 @@ def main(params: Params) -> None:
         )
         summary = {"backbone": tp.backbone, "labels_per_class": tp.labels_per_class,
                    "unfrozen_layers": result.unfrozen_layers}
+        timings = {}
         for style, model in result.models.items():
             save_model(model, outs[style].model, checkpoint=outs[style].checkpoint_dir)
             fit = result.fits[style]
-            summary[style] = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
-                              "seconds_per_epoch": round(fit.seconds_per_epoch, 2)}
+            summary[style] = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch}
+            timings[style] = fit.timings()
         publish_summary(run, Path(paths.metrics) / "train" / "transfer.json", summary,
                         *(out.history_csv for out in outs.values()))
+        publish_timings(run, paths.reports, "transfer", timings)
 
 
 if __name__ == "__main__":

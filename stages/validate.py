@@ -1,6 +1,7 @@
 """DVC stage ``validate``: manifest + Great Expectations suite on the raw classification data.
 
-Writes ``<paths.reports>/validate/{manifest.csv, results.json, data_docs/}``. A failed
+Writes ``<paths.reports>/validate/{manifest.csv, results.json, data_docs/}`` (``data_docs/`` is in
+``.dvcignore``: its HTML carries the validation time, so DVC hashes the rest only). A failed
 suite still writes the report (so it can be read), then exits 1 naming each failure.
 """
 
@@ -37,8 +38,8 @@ def body(params: Params) -> None:
         )
         save_report(report, out, manifest)
         log.info(
-            "%d images, %d failed expectation(s); report in %s",
-            len(manifest), len(report.failures), out / "data_docs" / "index.html",
+            "%d images, %d failed expectation(s); report in %s (Data Docs, timestamped: not hashed by DVC, "
+            "see .dvcignore)", len(manifest), len(report.failures), out / "data_docs" / "index.html",
         )
         # Logged before the verdict, so a failed run in MLflow carries the report that explains it.
         # The manifest (megabytes) stays with DVC: it is rebuilt from the raw data.

@@ -32,6 +32,7 @@ package, for numpy arrays and tf.data alike.
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,19 +71,21 @@ def _one_line(err: BaseException) -> str:
     return " ".join(f"{type(err).__name__}: {err}".split())
 
 
-def open_image(path: Path) -> Image.Image:
+def open_image(path: Path, data: bytes | None = None) -> Image.Image:
     """Decode ``path`` fully and turn it upright (EXIF orientation); any failure is a
-    DataError naming the file: missing, a directory, empty, not an image, corrupt, too large."""
-    if path.is_dir():
+    DataError naming the file: missing, a directory, empty, not an image, corrupt, too large.
+    With ``data`` (encoded bytes, e.g. sent to a served model), those are decoded and ``path``
+    only names them in errors."""
+    if data is None and path.is_dir():
         raise DataError(f"{path}: is a directory; give image files (PNG or JPEG)")
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    if (len(data) if data is not None else path.stat().st_size) == 0:
         raise DataError(f"{path}: an empty (zero-byte) file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path if data is None else io.BytesIO(data)) as image:
                 image.load()
                 upright = ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

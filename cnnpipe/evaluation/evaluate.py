@@ -71,17 +71,19 @@ def evaluate_classifier(
     """Classification report plus ``n_test``; also returns the predictions (for the figures)."""
     pred = predict_classes(model, x)
     report = metrics.classification_report(y, pred, class_names)
-    report["n_test"] = int(len(y))
+    report["n_test"] = len(y)
     return report, pred
 
 
 def evaluate_transfer(
     models: dict[str, Any], images: np.ndarray, labels: np.ndarray, backbone: str, labels_per_class: int
-) -> dict[str, Any]:
-    """Test accuracy of each transfer mode and the gain of each pretrained mode over scratch."""
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Test accuracy of each transfer mode and the gain of each pretrained mode over scratch;
+    also returns each mode's predictions (for the figures)."""
     out: dict[str, Any] = {}
+    preds: dict[str, np.ndarray] = {}
     for mode in TRANSFER_VARIANTS:
-        pred = predict_classes(models[mode], images)
+        preds[mode] = pred = predict_classes(models[mode], images)
         out[mode] = {"accuracy": float(np.mean(pred == labels)) if len(labels) else 0.0}
     base = out["scratch"]["accuracy"]
     # Gains are accuracy differences, so they lie in [-1, 1]: negative means transfer hurt.
@@ -89,7 +91,7 @@ def evaluate_transfer(
     out["gain_fine_tuning"] = out["fine_tuning"]["accuracy"] - base
     out["backbone"] = backbone
     out["labels_per_class"] = int(labels_per_class)
-    return out
+    return out, preds
 
 
 def predict_localizer(model: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,10 @@
-"""Evaluation figures (PNG, written atomically) and Grad-CAM heatmaps.
+"""Evaluation figures (PNG, written atomically): confusion matrix, transfer accuracies,
+box and mask overlays, Grad-CAM overlays (the maps themselves: :mod:`cnnpipe.evaluation.gradcam`).
 
 Figures are drawn on an explicit Agg canvas rather than through ``pyplot``: no global
-backend state, no GUI, and nothing happens at import time. PNG metadata is stripped so the
-same arrays always give the same bytes (DVC then sees an unchanged plot as unchanged).
+backend state, no GUI, and nothing happens at import time. :func:`cnnpipe.io.write_png`
+strips the PNG metadata so the same arrays always give the same bytes (DVC then sees an
+unchanged plot as unchanged).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from cnnpipe.io import atomic_file
+from cnnpipe.io import atomic_file, write_png
 
 TRUE_COLOR = "lime"
 PRED_COLOR = "red"
@@ -26,9 +28,7 @@ PRED_COLOR = "red"
 
 def _save(fig: Figure, path: str | Path) -> None:
     FigureCanvasAgg(fig)
-    with atomic_file(path, "wb") as f:
-        # "Software" carries the matplotlib version: drop it so bytes depend only on the data.
-        fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
+    write_png(fig, path)
 
 
 def _grid(n: int, cols: int = 4) -> tuple[int, int]:
@@ -149,69 +149,21 @@ def mask_overlay_grid(
 
 
 # --------------------------------------------------------------------------------------
-# Grad-CAM
+# Transfer accuracies and Grad-CAM overlays
 # --------------------------------------------------------------------------------------
 
 
-def gradcam(
-    model: Any,
-    images: np.ndarray,
-    class_index: int | Sequence[int] | None = None,
-    backbone: str = "backbone",
-) -> np.ndarray:
-    """Grad-CAM heatmaps ``(N, H, W)`` in [0, 1] at the input's resolution.
-
-    ``model`` is a functional classifier whose layer ``backbone`` is a nested model giving the
-    last conv feature map, followed by a linear chain of layers to the softmax. The class is
-    the predicted one (``None``), one index for all images, or one index per image.
-    """
-    # Imported here so that drawing the other figures does not pay TensorFlow's start-up.
-    import tensorflow as tf
-
-    images = np.asarray(images, dtype=np.float32)
-    if len(images) == 0:  # TF's conv kernels reject an empty batch
-        return np.zeros(images.shape[:3], dtype=np.float32)
-    x = tf.convert_to_tensor(images)
-    base = model.get_layer(backbone)
-    chain = model.layers[model.layers.index(base) + 1:]
-    with tf.GradientTape() as tape:
-        feats = base(x, training=False)
-        tape.watch(feats)
-        h = feats
-        for layer in chain[:-1]:
-            h = layer(h, training=False)
-        scores = _class_scores(chain[-1], h) if chain else h
-        if class_index is None:
-            target = tf.argmax(scores, axis=-1, output_type=tf.int32)
-        else:
-            target = tf.broadcast_to(tf.constant(class_index, dtype=tf.int32), [tf.shape(x)[0]])
-        chosen = tf.gather(scores, target, axis=1, batch_dims=1)
-    grads = tape.gradient(chosen, feats)
-    # Channel weights: the spatially averaged gradient (Selvaraju et al., 2017).
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1, keepdims=True))
-    cam = tf.image.resize(cam, tf.shape(x)[1:3], method="bilinear")[..., 0].numpy()
-    peak = cam.reshape(len(cam), -1).max(axis=1)
-    # An all-zero map (no positive evidence) stays zero instead of dividing by zero.
-    cam = np.divide(cam, peak[:, None, None], out=np.zeros_like(cam), where=peak[:, None, None] > 0)
-    return np.clip(cam, 0.0, 1.0)
-
-
-def _class_scores(last: Any, h: Any) -> Any:
-    """The last layer's output, taken before the softmax when the layer is a softmax Dense.
-
-    Grad-CAM wants class scores before normalization: a confident softmax saturates and its
-    gradients vanish, which would blank the heatmap of exactly the best-classified images.
-    """
-    import keras
-
-    if isinstance(last, keras.layers.Dense) and getattr(last.activation, "__name__", "") == "softmax":
-        return keras.ops.matmul(h, last.kernel) + (last.bias if last.use_bias else 0.0)
-    if isinstance(last, keras.layers.Softmax) or (
-        isinstance(last, keras.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax"
-    ):
-        return h
-    return last(h, training=False)
+def accuracy_bars(accuracies: dict[str, float], path: str | Path) -> None:
+    """One bar per transfer mode: its test accuracy, printed on the bar."""
+    names = list(accuracies)
+    fig = Figure(figsize=(max(4.0, 1.4 * len(names) + 1.0), 3.2), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    bars = ax.bar(range(len(names)), [accuracies[n] for n in names], color="tab:blue")
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks(range(len(names)), labels=[n.replace("_", " ") for n in names])
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("test accuracy")
+    _save(fig, path)
 
 
 def gradcam_grid(
@@ -231,5 +183,5 @@ def gradcam_grid(
         ok = int(labels[i]) == int(preds[i])
         ax.set_title(f"{class_names[int(labels[i])]}\n→ {class_names[int(preds[i])]}",
                      fontsize=8, color="black" if ok else PRED_COLOR)
-    fig.suptitle("Grad-CAM of the predicted class (true → predicted)", fontsize=9)
+    fig.suptitle("HiResCAM heat of the predicted class (true → predicted)", fontsize=9)
     _save(fig, path)

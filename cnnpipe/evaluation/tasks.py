@@ -3,7 +3,8 @@ split of its prepared set, score its models, draw its figures.
 
 ``EVALUATORS[task](params, models, data, figures_dir)`` returns the metrics report (the
 content of ``metrics/<task>.json``), the test split (logged as the run's dataset) and the
-figures written; the stage ``evaluate@<task>`` only loads, calls, writes and logs.
+figures written into ``figures_dir`` (the task's own folder, the stage's DVC output, so every
+task writes at least one); the stage ``evaluate@<task>`` only loads, calls, writes and logs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cnnpipe.data.images import to_model_input
 from cnnpipe.data.prepared import PreparedSet, Split
 from cnnpipe.evaluation import evaluate, plots
 from cnnpipe.evaluation import scoring as metrics
+from cnnpipe.evaluation.gradcam import gradcam, zero_maps
 from cnnpipe.taskspec import TRANSFER_VARIANTS
 
 log = logging.getLogger("cnnpipe")
@@ -38,21 +40,29 @@ def evaluate_classifier(params: Params, models: dict[str, Any], data: PreparedSe
     plots.confusion_heatmap(metrics.confusion_matrix(y, pred, len(names)), names, figures[0])
     plots.confusion_csv(y, pred, names, figures[1])
     shown = to_model_input(x[:n_cam])
-    cam = plots.gradcam(model, shown)
+    cam = gradcam(model, shown)
+    if zero_maps(cam):
+        log.warning("classifier: %d of %d Grad-CAM maps show no positive evidence", zero_maps(cam), len(cam))
     plots.gradcam_grid(shown, cam, y[:n_cam], pred[:n_cam], names, figures[2])
     log.info("classifier: accuracy %.4f, macro F1 %.4f", report["accuracy"], report["macro_f1"])
     return report, test, figures
 
 
 def evaluate_transfer(params: Params, models: dict[str, Any], data: PreparedSet, fig: Path) -> Result:
-    """The same test scenes' labels for all three modes; no figure."""
-    test = data.load("test")
-    report = evaluate.evaluate_transfer(
+    """The same test scenes' labels for all three modes; accuracy by mode, and the confusion
+    matrix (PNG and CSV) of the fine-tuned model, the one registered."""
+    test, names = data.load("test"), list(data.class_names)
+    report, preds = evaluate.evaluate_transfer(
         {m: models[f"transfer/{m}.keras"] for m in TRANSFER_VARIANTS}, test.images, test.labels,
         params.transfer.backbone, params.transfer.labels_per_class,
     )
+    figures = [fig / "accuracy.png", fig / "confusion.png", fig / "confusion.csv"]
+    plots.accuracy_bars({m: report[m]["accuracy"] for m in TRANSFER_VARIANTS}, figures[0])
+    tuned = preds["fine_tuning"]
+    plots.confusion_heatmap(metrics.confusion_matrix(test.labels, tuned, len(names)), names, figures[1])
+    plots.confusion_csv(test.labels, tuned, names, figures[2])
     log.info("transfer: %s", {m: round(report[m]["accuracy"], 4) for m in TRANSFER_VARIANTS})
-    return report, test, []
+    return report, test, figures
 
 
 def evaluate_localizer(params: Params, models: dict[str, Any], data: PreparedSet, fig: Path) -> Result:

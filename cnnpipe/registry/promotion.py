@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from cnnpipe.errors import ConcurrentPromotion, RegistryError
 from cnnpipe.registry.gates import Decision, Gate, decide_promotion
 from cnnpipe.registry.lock import exclusive, uninterrupted
+from cnnpipe.registry.provenance import EXPERIMENT_TAG
 from cnnpipe.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -39,8 +40,10 @@ if TYPE_CHECKING:
 def _brief(version: ModelVersion | None, metric: str) -> dict[str, Any] | None:
     if version is None:
         return None
-    return {"version": version.version, "run_id": version.run_id,
-            "value": version_metrics(version).get(metric)}
+    brief = {"version": version.version, "run_id": version.run_id, "value": version_metrics(version).get(metric)}
+    if experiment := version.tags.get(EXPERIMENT_TAG):
+        brief["experiment"] = experiment
+    return brief
 
 
 def promote(
@@ -94,6 +97,14 @@ def promote(
             record(client, name, champion.version, {
                 "event": "demoted", "actor": who, "reason": f"@previous: replaced by version {candidate.version}"})
         return decision
+
+
+def hold(client: MlflowClient, gate: Gate, version: str, reason: str, *, who: str | None = None) -> Decision:
+    """Leave ``version`` @challenger without judging it (an experiment or uncommitted work):
+    record why, and the command that decides instead."""
+    with uninterrupted():
+        record(client, gate.name, version, {"event": "held", "actor": who or actor(), "reason": reason})
+    return Decision(False, reason)
 
 
 def rollback(

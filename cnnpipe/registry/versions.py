@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from cnnpipe.errors import RegistryError
 from cnnpipe.registry.gates import Gate
 from cnnpipe.registry.lock import uninterrupted
+from cnnpipe.registry.provenance import EXPERIMENT_TAG, ORIGIN_TAG, PARAMS_CHANGED_TAG
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -108,8 +109,33 @@ def resolve(client: MlflowClient, ref: str) -> ModelVersion:
         name, alias = ref, CHAMPION
     found = alias_version(client, name, alias)
     if found is None:
+        try:
+            client.get_registered_model(name)
+        except MlflowException:  # a misspelt name is not "a model without that alias"
+            known = sorted(m.name for m in client.search_registered_models(max_results=50))
+            raise RegistryError(f"{ref}: no registered model named {name!r} (registered: "
+                                f"{', '.join(known) or 'none'})") from None
         raise RegistryError(f"{ref}: model {name!r} has no @{alias} version")
     return found
+
+
+def experiment_version(client: MlflowClient, name: str, experiment: str) -> ModelVersion:
+    """The one version of ``name`` registered by DVC experiment ``experiment``."""
+    found, token = [], None
+    while True:
+        page = client.search_model_versions(f"name = '{name}'", page_token=token)
+        found += [str(v.version) for v in page if v.tags.get(EXPERIMENT_TAG) == experiment]
+        token = page.token
+        if not token:
+            break
+    if not found:
+        raise RegistryError(f"{name}: no version was registered by experiment {experiment!r} "
+                            "(`dvc exp show` lists the experiments; did it re-run this model's stages?)")
+    if len(found) > 1:
+        numbers = ", ".join(sorted(found, key=int))
+        raise RegistryError(f"{name}: versions {numbers} were all registered by experiment {experiment!r}; "
+                            "pick one with --version")
+    return client.get_model_version(name, found[0])  # with its aliases, which search leaves out
 
 
 def register_version(
@@ -174,6 +200,9 @@ def describe(client: MlflowClient, ref: str) -> dict[str, Any]:
         "run_id": version.run_id,
         "git_commit": version.tags.get("git.commit"),
         "git_dirty": version.tags.get("git.dirty"),
+        "origin": version.tags.get(ORIGIN_TAG),  # commit | experiment | dirty | unknown
+        "experiment": version.tags.get(EXPERIMENT_TAG),
+        "params_changed": json.loads(version.tags.get(PARAMS_CHANGED_TAG) or "{}"),
         "dvc": {k[4:]: v for k, v in sorted(version.tags.items()) if k.startswith("dvc.")},
         "prefect_flow_run_id": version.tags.get("prefect.flow_run_id"),
         "test_set": version.tags.get("cnnpipe.test_set"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +76,8 @@ def choose_predictor(
     model: Any, probe: np.ndarray, backends: tuple[str, ...] = BACKENDS, cache: Path | None = None
 ) -> tuple[Predictor, list[Parity]]:
     """The first of ``backends`` whose outputs on ``probe`` match Keras in float32 (parity);
-    Keras itself when none does. Also returns each backend's parity check."""
+    Keras itself when none does. Also returns each backend's parity check (a backend that could
+    not run at all has its ``error``)."""
     reference = KerasPredictor(export.float32_model(model))
     expected = reference(probe)
     checks: list[Parity] = []
@@ -89,9 +89,11 @@ def choose_predictor(
         try:
             candidate = tflite_predictor(model, cache)
             parity = export.compare(expected, candidate(probe), backend)
-        except Exception as err:  # a conversion failure means "not this backend", never a failed predict
-            parity = Parity(backend, len(probe), float("inf"), None, False)
-            warnings.warn(f"{backend} export failed ({type(err).__name__}: {err}); using Keras", stacklevel=2)
+        except export.ExportError as err:  # "not this backend", never a failed predict nor a failed parity
+            parity = Parity(backend, len(probe), float("inf"), None, False, error=str(err))
+        except Exception as err:  # noqa: BLE001 - the converter or interpreter failing in any other way
+            parity = Parity(backend, len(probe), float("inf"), None, False,
+                            error=f"{backend} could not run this model ({type(err).__name__}: {err})")
         checks.append(parity)
         if parity.passed:
             return candidate, checks

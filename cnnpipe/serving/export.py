@@ -120,7 +120,7 @@ def to_tflite(model: Any) -> bytes:
         warnings.simplefilter("ignore")
         try:
             return converter.convert()
-        except Exception as err:  # the converter's errors are pages of MLIR: keep what matters
+        except Exception as err:  # noqa: BLE001 - the converter's errors are pages of MLIR: keep what matters
             ops = tuple(sorted(set(_UNSUPPORTED_OP.findall(str(err)))))
             first_line = (str(err).strip().splitlines() or [""])[0][:300]
             what = f"ops with no TFLite kernel: {', '.join(ops)}" if ops else f"{type(err).__name__}: {first_line}"
@@ -178,6 +178,14 @@ class Parity:
     max_abs_diff: float
     argmax_agreement: float | None  # share of (example, pixel) argmaxes that agree; None: regression only
     passed: bool
+    error: str | None = None  # why the backend could not run at all (e.g. the conversion failed)
+
+    def reason(self) -> str:
+        """Why this backend serves, or does not, in a few words."""
+        if self.error is not None:
+            return self.error
+        verdict = "match" if self.passed else "differ from"
+        return f"its outputs {verdict} Keras on {self.n} inputs (max |diff| {self.max_abs_diff:.2g})"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

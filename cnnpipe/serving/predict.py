@@ -1,9 +1,11 @@
 """``cnnpipe predict``: image files through a registered model, on the fastest backend that
 matches Keras.
 
-Inputs are decoded by :mod:`cnnpipe.data.images`, the decoder prepare uses, with the channels
-the model was trained on (``model.input_shape[-1]``: an RGB-trained model is served RGB), and
-scaled by :func:`cnnpipe.data.images.to_model_input`, the scaling of training and evaluation.
+The registered model is a :class:`cnnpipe.serving.pyfunc.ImageModel` (what ``mlflow.pyfunc``
+loads and ``mlflow models serve`` serves); predict loads the same class from the same artifacts
+(the ``.keras`` file in safe mode, its class names) and uses its decoding, normalization and
+answers, so predicting and serving cannot drift from training. Only the forward pass may run
+on another backend (TFLite), and only when its outputs match Keras (parity).
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cnnpipe.data.images import Loaded, open_image, to_model_input, to_pixels
-from cnnpipe.data.masks import decide_mask
+from cnnpipe.data.images import open_image
 from cnnpipe.errors import ModelError, OutputError
 from cnnpipe.io import atomic_file
 from cnnpipe.serving import backends
 from cnnpipe.serving.export import KerasPredictor, Predictor
+from cnnpipe.serving.pyfunc import (
+    KERAS_ARTIFACT,
+    META_ARTIFACT,
+    ImageModel,
+    artifact_path,
+)
 
 log = logging.getLogger("cnnpipe")
 
@@ -52,19 +59,17 @@ class Prediction:
 # --------------------------------------------------------------------------------------
 
 
-def model_pixels(image: Image.Image, shape: Sequence[int | None], path: Path) -> Loaded:
-    """An opened image as the uint8 pixels a model of input ``shape`` ``(H, W, C)`` reads:
-    exactly what prepare stores for the same file at that side and channel count."""
+def model_input(image: Image.Image, shape: Sequence[int | None], path: Path) -> np.ndarray:
+    """One model input ``(1, H, W, C)`` float32 in [0, 1]: the served model's own preprocessing."""
+    return served_as(shape).model_input([image], [str(path)])
+
+
+def served_as(shape: Sequence[int | None], kind: str = "class", class_names: Sequence[str] = ()) -> ImageModel:
+    """The :class:`ImageModel` of a model of input ``shape`` ``(H, W, C)`` (no weights needed)."""
     height, width, channels = shape
     if height is None or height != width:
         raise ModelError(f"predict feeds square images; this model's input is {height}x{width}x{channels}")
-    return to_pixels(image, int(height), int(channels), path)
-
-
-def model_input(image: Image.Image, shape: Sequence[int | None], path: Path) -> np.ndarray:
-    """One model input ``(1, H, W, C)`` float32 in [0, 1] (see :func:`model_pixels`)."""
-    pixels = model_pixels(image, shape, path).pixels
-    return to_model_input(pixels.reshape(1, *pixels.shape[:2], -1))
+    return ImageModel().configure(kind, class_names, (None, *shape))
 
 
 # --------------------------------------------------------------------------------------
@@ -97,75 +102,83 @@ def predict_image(
     model: Any, kind: str, class_names: Sequence[str], path: Path, image: Image.Image, *, force: bool = False
 ) -> Prediction:
     """Run ``model`` (a Keras model or a :mod:`cnnpipe.serving.export` predictor) on ``image``
-    opened from ``path``: a class, a class + box (in the image's pixels), or a mask written
-    atomically beside the input (:func:`mask_path`); an existing file there is overwritten only
-    with ``force``."""
+    opened from ``path``, through the served model's preprocessing and answers (see
+    :func:`answer`)."""
     if not hasattr(model, "backend"):  # a Keras model rather than a predictor
         model = KerasPredictor(model)
-    width, height = image.size
-    out = model(model_input(image, model.input_shape[1:], path))
+    return answer(served_as(model.input_shape[1:], kind, class_names), model, path, image, force=force)
 
-    def top(probs: np.ndarray) -> tuple[str, float]:
-        k = int(np.argmax(probs))
-        return (class_names[k] if k < len(class_names) else str(k)), float(probs[k])
 
-    if kind == "mask":
-        prob = np.asarray(out)[0]
-        labels = decide_mask(prob)
-        scale = 255 if prob.shape[-1] == 1 else 1  # binary: visible black/white; multiclass: label ids
-        mask = Image.fromarray((labels * scale).astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST)
+def answer(served: ImageModel, predictor: Any, path: Path, image: Image.Image, *, force: bool = False) -> Prediction:
+    """``served``'s answer for ``image`` (opened from ``path``), its forward pass run by
+    ``predictor``: a class, a class + box (in the image's pixels), or a mask written atomically
+    beside the input (:func:`mask_path`); an existing file there is overwritten only with ``force``."""
+    (found,) = served.answers(predictor(served.model_input([image], [str(path)])), [image.size])
+    if served.kind == "mask":
+        labels = found["mask"]
+        scale = 255 if found["binary"] else 1  # binary: visible black/white; multiclass: label ids
         target = mask_path(path)
         check_mask_targets([path], force)
         with atomic_file(target, "wb") as f:
-            mask.save(f, format="PNG")
+            Image.fromarray((labels * scale).astype(np.uint8)).save(f, format="PNG")
         return Prediction(path, mask_path=target, coverage=float(np.mean(labels != 0)))
-    if kind == "box":
-        label, p = top(np.asarray(out["class"])[0])
-        bx, by, bw, bh = np.asarray(out["box"], dtype=np.float64)[0]  # fractions of the side
-        box = (round(bx * width), round(by * height), round(bw * width), round(bh * height))
-        return Prediction(path, label, p, box=box)
-    label, p = top(np.asarray(out)[0])
-    return Prediction(path, label, p)
+    box = tuple(found[k] for k in "xywh") if served.kind == "box" else None
+    return Prediction(path, found["class"], found["probability"], box=box)
 
 
-def load_registered_model(version: Any) -> Any:
-    """The Keras model of a registered version, loaded like any stage loads one: safe mode (no
-    Lambda bytecode), never a TensorFlow SavedModel a tampered MLmodel file could point at."""
+def load_registered_model(version: Any) -> ImageModel:
+    """The :class:`ImageModel` of a registered version, from its artifacts: the Keras model in
+    safe mode (no Lambda bytecode), never a pickle or a SavedModel a tampered store could hold.
+    A version registered before models were pyfuncs (a bare ``keras`` flavor) loads too."""
     import mlflow.artifacts
     from mlflow.models import Model
-
-    from cnnpipe.training.outputs import load_model
 
     uri = f"models:/{version.name}/{version.version}"
     with tempfile.TemporaryDirectory(prefix="cnnpipe-predict-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
         try:
-            flavor = Model.load(str(local / "MLmodel")).flavors.get("keras")
+            mlmodel = Model.load(str(local / "MLmodel")).to_dict()
         except Exception as err:  # noqa: BLE001 - any unreadable MLmodel file
             raise ModelError(f"{uri}: no readable MLmodel file ({type(err).__name__}: {err})") from None
-        if not flavor or flavor.get("save_exported_model"):
-            raise ModelError(f"{uri}: not a .keras model (flavor {flavor!r}); predict loads only those, in safe mode")
-        path = local / flavor.get("data", "data")
-        path = (path / "model.keras") if path.is_dir() else path.with_name(path.name + ".keras")
         try:
-            return load_model(path, producer="register")
+            if "keras" in mlmodel.get("flavors", {}):
+                return _keras_flavor(local, mlmodel["flavors"]["keras"], version, uri)
+            return ImageModel().load(artifact_path(local, mlmodel, KERAS_ARTIFACT),
+                                     artifact_path(local, mlmodel, META_ARTIFACT))
         except ModelError as err:
             raise ModelError(f"{uri}: {err}") from None
 
 
+def _keras_flavor(local: Path, flavor: dict[str, Any], version: Any, uri: str) -> ImageModel:
+    if flavor.get("save_exported_model"):
+        raise ModelError(f"not a .keras model (flavor {flavor!r}); predict loads only those, in safe mode")
+    path = local / flavor.get("data", "data")
+    path = (path / "model.keras") if path.is_dir() else path.with_name(path.name + ".keras")
+    if not path.resolve().is_relative_to(local.resolve()):
+        raise ModelError(f"the keras flavor points outside the model ({flavor.get('data')})")
+    meta = {"kind": version.tags.get("cnnpipe.kind", "class"),
+            "class_names": json.loads(version.tags.get("cnnpipe.class_names", "[]"))}
+    meta_file = local / "cnnpipe.json"
+    meta_file.write_text(json.dumps(meta))
+    return ImageModel().load(path, meta_file)
+
+
 def choose_backend(model: Any, inputs: list[np.ndarray], backend: str) -> Predictor:
     """The fastest backend allowed by ``backend`` (auto, tflite, keras) whose outputs match
-    Keras on these inputs plus a few seeded random ones (parity); Keras when none does."""
+    Keras on these inputs plus a few seeded random ones (parity); Keras when none does (auto).
+    Says in one line which backend predicts and why; ``tflite`` that cannot serve is an error."""
     if backend == "keras":
+        log.info("predicting with keras (--backend keras)")
         return KerasPredictor(model)
     noise = np.random.default_rng(0).random((8, *inputs[0].shape[1:]), dtype=np.float32)
     probe = np.concatenate([*inputs, noise])
     allowed = backends.BACKENDS if backend == "auto" else (backend,)
     predictor, checks = backends.choose_predictor(model, probe, allowed, cache=backends.cache_dir())
-    for check in checks:
-        outcome = "passed" if check.passed else "FAILED"
-        log.info("parity %s: %s (max |diff| %.2g on %d inputs)", check.backend, outcome, check.max_abs_diff, check.n)
-    log.info("predicting with %s", predictor.backend)
+    why = "; ".join(f"{c.backend}: {c.reason()}" for c in checks) or "no other backend to try"
+    if backend != "auto" and predictor.backend != backend:
+        raise ModelError(f"--backend {backend}: {backend} cannot serve this model ({why}); "
+                         "use --backend auto (falls back to keras) or --backend keras")
+    log.info("predicting with %s (%s)", predictor.backend, why)
     return predictor
 
 
@@ -179,12 +192,12 @@ def predict_files(
 
     version = resolve(client, ref)
     images = {Path(p): open_image(Path(p)) for p in files}  # bad files fail before the download
-    kind = version.tags.get("cnnpipe.kind", "class")
-    if kind == "mask":
+    if version.tags.get("cnnpipe.kind", "class") == "mask":
         check_mask_targets(list(images), force)
-    model = load_registered_model(version)
-    names = json.loads(version.tags.get("cnnpipe.class_names", "[]"))
-    shape = model.input_shape[1:]
-    predictor = choose_backend(model, [model_input(image, shape, path) for path, image in images.items()], backend)
+    served = load_registered_model(version)
+    if served.kind == "mask":
+        check_mask_targets(list(images), force)
+    inputs = [served.model_input([image], [str(path)]) for path, image in images.items()]
+    predictor = choose_backend(served.model, inputs, backend)
     for path, image in images.items():
-        yield predict_image(predictor, kind, names, path, image, force=force)
+        yield answer(served, predictor, path, image, force=force)

@@ -1,4 +1,4 @@
-"""Keras at the MLflow edge: log a trained model (mlflow.keras flavor, signature, input example)
+"""Keras at the MLflow edge: log a trained model (a custom pyfunc, signature, uint8 input example)
 and a callback logging each epoch's metrics, so model code never sees MLflow.
 
 Importing this module imports Keras (seconds): only stages that train or log models do.
@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import time
-import types
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -50,46 +49,32 @@ def epoch_logger(run: StageRun) -> MlflowEpochLogger:
     return MlflowEpochLogger(run.run_id, run.connection)
 
 
-def log_keras_model(
+def log_pyfunc_model(
     run: StageRun,
-    model: keras.Model,
     name: str,
-    input_example: np.ndarray,
+    files: Mapping[str, Any],
     *,
+    input_example: np.ndarray,
+    output_example: Any,
     metadata: Mapping[str, Any] | None = None,
 ) -> ModelInfo:
-    """Log ``model`` to ``run`` with the mlflow.keras flavor, a signature inferred from
-    ``input_example`` (and the model's own output on it: an array, or a dict of arrays for
-    multi-head models)."""
-    from mlflow.models import Model, infer_signature
+    """Log a custom pyfunc model to ``run``: ``files`` holds its ``python_model`` (a code file),
+    ``artifacts`` and ``code_paths``; the signature's input is any batch of uint8 images
+    (``N x H x W x C``, any size: the model resizes), its output inferred from ``output_example``."""
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import Schema, TensorSpec
 
-    output = model.predict(input_example, verbose=0)
-    output = {k: np.asarray(v) for k, v in output.items()} if isinstance(output, Mapping) else np.asarray(output)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "integer columns cannot hold missing values": box pixels never miss
+        outputs = infer_signature(input_example, output_example).outputs
+    signature = ModelSignature(Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]), outputs)
     with activated(run.run_id):
-        # Model.log is what mlflow.keras.log_model calls, with the flavor made safe (below).
-        return Model.log(
-            artifact_path=None,
-            name=name,
-            flavor=_KERAS_FLAVOR,
-            model=model,
-            signature=infer_signature(input_example, output),
-            input_example=input_example,
-            metadata=dict(metadata or {}),
-            pip_requirements=_pinned_requirements(),
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=files["python_model"], artifacts=dict(files["artifacts"]),
+            code_paths=list(files["code_paths"]), signature=signature, input_example=input_example,
+            metadata=dict(metadata or {}), pip_requirements=_pinned_requirements(),
         )
-
-
-def _save_keras_model(path: str, **kwargs: Any) -> None:
-    """mlflow.keras.save_model, after creating ``path``: the flavor writes the input example
-    before making its directory, so log_model with an input example fails (mlflow#16183)."""
-    import mlflow.keras
-
-    os.makedirs(path, exist_ok=True)
-    mlflow.keras.save_model(path=path, **kwargs)
-
-
-# The flavor as Model.log sees it: its name and save_model.
-_KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_save_keras_model)
 
 
 @functools.cache
@@ -99,7 +84,7 @@ def _pinned_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     reqs = []
-    for dist in ("mlflow", "keras", "tensorflow-cpu", "tensorflow", "numpy"):
+    for dist in ("mlflow", "keras", "tensorflow-cpu", "tensorflow", "numpy", "pillow"):  # pillow: the decoder
         with contextlib.suppress(PackageNotFoundError):
             reqs.append(f"{dist}=={version(dist)}")
     return reqs

@@ -48,20 +48,38 @@ def store_root(work_root: str | Path) -> Path:
 class GitState:
     commit: str  # "none" outside a git repository or before the first commit
     dirty: bool
+    changed: tuple[str, ...] = ()  # the tracked files that make it dirty (paths from the git root)
 
 
-def git_state(root: str | Path) -> GitState:
-    """HEAD and whether tracked files differ from it (dvc.lock excluded, see below)."""
+def pipeline_written(root: str | Path) -> list[str]:
+    """What a pipeline run itself rewrites: dvc.lock and every out it records. The cached outs
+    are git-ignored anyway; the ``cache: false`` ones (metrics/, plots/) are committed, as
+    baselines for ``dvc metrics diff``, and change on every run that is not an edit."""
+    lock = Path(root) / "dvc.lock"
+    data = (yaml.safe_load(lock.read_text()) or {}) if lock.is_file() else {}
+    outs = {Path(o["path"]).as_posix() for s in (data.get("stages") or {}).values()
+            for o in s.get("outs") or [] if o.get("path")}
+    return ["dvc.lock", *sorted(p for p in outs if not p.startswith(("/", "../")))]  # inside the project
+
+
+def git_state(root: str | Path, ignore: tuple[str | Path, ...] = ()) -> GitState:
+    """HEAD and whether tracked files differ from it, leaving out what the pipeline writes
+    (:func:`pipeline_written`) and ``ignore`` (paths relative to ``root``). Untracked files
+    don't count."""
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
 
     head = git("rev-parse", "HEAD")
     if head.returncode != 0:
         return GitState("none", False)
-    # dvc.lock is rewritten after every stage of a repro, so counting it would mark every run
-    # after the first stage dirty; code and params are what "dirty" must catch.
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
-    return GitState(head.stdout.strip(), bool(status.stdout.strip()))
+    # Code, params and data definitions are what "dirty" must catch; a stage's own results
+    # (dvc.lock is rewritten after every stage of a repro) would mark every run dirty.
+    excluded = [f":(exclude,literal){Path(p).as_posix()}" for p in (*pipeline_written(root), *ignore)]
+    status = git("status", "--porcelain", "-z", "--untracked-files=no", "--no-renames", "--", ".", *excluded)
+    if status.returncode != 0:  # unknown is not clean
+        return GitState(head.stdout.strip(), True, (f"(git status failed: {status.stderr.strip()})",))
+    changed = tuple(entry[3:] for entry in status.stdout.split("\0") if entry.strip())
+    return GitState(head.stdout.strip(), bool(changed), changed)
 
 
 def dvc_lock_hashes(root: str | Path) -> dict[str, str]:

@@ -34,6 +34,7 @@ from cnnpipe.training.checkpoint import (
     resume,
     trim_history,
 )
+from cnnpipe.training.curves import write_curves_png
 from cnnpipe.training.distribute import is_chief
 
 
@@ -62,14 +63,18 @@ class FitResult:
     seconds_per_epoch: float  # mean wall time of the epochs run here (validation included)
 
     def summary(self) -> dict[str, Any]:
-        """The facts every training stage reports in ``metrics/train/<model>.json``."""
+        """The facts every training stage reports in ``metrics/train/<model>.json``: a function of
+        the commit and seed alone, so a reproduced run gives the same file (and dvc.lock hash)."""
         return {
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
-            "resumed_from_epoch": self.resumed_from,
-            "seconds_per_epoch": round(self.seconds_per_epoch, 2),
             "params": self.model.count_params(),
         }
+
+    def timings(self) -> dict[str, Any]:
+        """What differs run to run for the same result: the epoch time and the epoch an
+        interrupted run resumed at. Stages log them to MLflow and ``<reports>/timings/``, not DVC."""
+        return {"seconds_per_epoch": round(self.seconds_per_epoch, 2), "resumed_from_epoch": self.resumed_from}
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -215,6 +220,7 @@ def fit_model(
         if curves.exists():
             with atomic_file(work_csv, "wb") as f:
                 f.write(curves.read_bytes())
+            write_curves_png(work_csv, work_csv.with_suffix(".png"))  # the same curves, viewable offline
         return FitResult(
             model=model,
             history=history,

@@ -56,6 +56,9 @@ def test_every_stage_writes_its_outputs(project):
         "plots/history/classifier.csv",
         "plots/history/localizer.csv",
         "plots/history/unet.csv",
+        "plots/history/classifier.png",  # the curves viewable offline, beside each CSV
+        "plots/history/transfer_fine_tuning.png",
+        "plots/history/unet.png",
     ]:
         assert (project / rel).exists(), rel
     assert not (project / "models" / ".checkpoints" / "classifier").exists()
@@ -176,7 +179,17 @@ def test_metrics_plots_and_the_evaluate_group_through_dvc(project):
     files = {path for rev in shown.values() for path in rev["data"]}
     assert {f"metrics/{t}.json" for t in TASKS} | {f"metrics/register/{t}.json" for t in TASKS} <= files
     plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
-    assert {"plots/evaluate/confusion.csv", "plots/evaluate/masks.png", "plots/evaluate/boxes.png"} <= set(plots)
+    # Each evaluate@<task> stage's figures are its output, in its own folder; transfer's too.
+    assert {"plots/evaluate/classifier/confusion.csv", "plots/evaluate/classifier/gradcam.png",
+            "plots/evaluate/transfer/confusion.csv", "plots/evaluate/transfer/accuracy.png",
+            "plots/evaluate/localizer/boxes.png", "plots/evaluate/unet/masks.png",
+            "plots/history/classifier.png"} <= set(plots)
+    for task in ("classifier", "transfer"):  # DVC's confusion template (from the folder's props), not a line
+        assert "xy_count" in json.dumps(plots[f"plots/evaluate/{task}/confusion.csv"][0]["content"]), task
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    for task in TASKS:
+        outs = {o["path"]: o for o in lock[f"evaluate@{task}"]["outs"]}
+        assert outs[f"plots/evaluate/{task}"]["md5"].endswith(".dir"), task  # the folder, hashed in dvc.lock
     # The group name reproduces all four of its stages (a dry run: nothing is executed).
     out = run(["dvc", "repro", "--dry", "--force", "--single-item", "evaluate"], project).stdout
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {f"evaluate@{t}" for t in TASKS}, out

@@ -1,4 +1,5 @@
-"""Figures are written as real, deterministic PNGs; Grad-CAM gives [0, 1] maps of the input size."""
+"""Figures are written as real, deterministic PNGs; Grad-CAM gives [0, 1] maps of the input size,
+with heat on every example of a trained classifier."""
 
 import csv
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from cnnpipe.evaluation import plots
+from cnnpipe.evaluation.gradcam import gradcam, zero_maps
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ["tee", "bag", "boot"]
@@ -98,7 +100,7 @@ def _tiny_classifier(separate_softmax: bool = False):
 def test_gradcam_maps_in_unit_range_at_input_size(separate_softmax):
     model = _tiny_classifier(separate_softmax)
     images = np.random.default_rng(1).random((3, 8, 8, 1)).astype(np.float32)
-    maps = plots.gradcam(model, images)
+    maps = gradcam(model, images)
     assert maps.shape == (3, 8, 8)
     assert np.isfinite(maps).all()
     assert maps.min() >= 0.0 and maps.max() <= 1.0
@@ -110,8 +112,8 @@ def test_gradcam_maps_in_unit_range_at_input_size(separate_softmax):
 def test_gradcam_explicit_class_indices():
     model = _tiny_classifier()
     images = np.random.default_rng(2).random((2, 8, 8, 1)).astype(np.float32)
-    one = plots.gradcam(model, images, class_index=2)
-    per_image = plots.gradcam(model, images, class_index=[2, 2])
+    one = gradcam(model, images, class_index=2)
+    per_image = gradcam(model, images, class_index=[2, 2])
     np.testing.assert_allclose(one, per_image, atol=1e-6)
     assert one.shape == (2, 8, 8)
 
@@ -126,7 +128,7 @@ def test_gradcam_of_constant_zero_features_is_all_zero():
     x = keras.Model(b_in, h, name="backbone")(inp)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
-    maps = plots.gradcam(model, np.ones((2, 8, 8, 1), np.float32))
+    maps = gradcam(model, np.ones((2, 8, 8, 1), np.float32))
     assert maps.shape == (2, 8, 8) and not maps.any()
 
 
@@ -134,14 +136,88 @@ def test_gradcam_uses_scores_before_the_softmax():
     # Dense(softmax) and Dense + Softmax with the same weights must explain the same logits.
     fused, split = _tiny_classifier(False), _tiny_classifier(True)
     split.get_layer("backbone").set_weights(fused.get_layer("backbone").get_weights())
-    dense = [layer for layer in split.layers if layer.__class__.__name__ == "Dense"][0]
+    dense = next(layer for layer in split.layers if layer.__class__.__name__ == "Dense")
     dense.set_weights(fused.layers[-1].get_weights())
     images = np.random.default_rng(3).random((2, 8, 8, 1)).astype(np.float32)
-    np.testing.assert_allclose(plots.gradcam(fused, images), plots.gradcam(split, images), atol=1e-5)
+    np.testing.assert_allclose(gradcam(fused, images), gradcam(split, images), atol=1e-5)
 
 
 def test_gradcam_of_no_images_is_empty(tmp_path):
-    maps = plots.gradcam(_tiny_classifier(), np.zeros((0, 8, 8, 1), np.float32))
+    maps = gradcam(_tiny_classifier(), np.zeros((0, 8, 8, 1), np.float32))
     assert maps.shape == (0, 8, 8)
     plots.gradcam_grid(np.zeros((0, 8, 8, 1)), maps, np.zeros(0), np.zeros(0), NAMES, tmp_path / "g.png")
     assert _is_png(tmp_path / "g.png")
+
+
+def _png_text_keys(data: bytes) -> list[bytes]:
+    """The keys of a PNG's text chunks (tEXt/iTXt/zTXt: where Software and dates would sit)."""
+    keys, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind in (b"tEXt", b"iTXt", b"zTXt"):
+            keys.append(data[pos + 8:pos + 8 + length].split(b"\0")[0])
+        if kind == b"tIME":
+            keys.append(b"tIME")
+        pos += 12 + length
+    return keys
+
+
+def test_every_evaluate_figure_is_byte_identical_when_drawn_again(tmp_path):
+    # Same data -> same bytes, whatever the matplotlib version: dvc.lock stays put on a rerun.
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
+    boxes = np.array([[0.1, 0.1, 0.5, 0.5]] * 3, np.float32)
+    labels = np.array([0, 1, 2])
+
+    def draw(folder):
+        plots.confusion_heatmap(np.array([[2, 1, 0], [0, 3, 0], [1, 0, 4]]), NAMES, folder / "confusion.png")
+        plots.box_grid(images, boxes, boxes[::-1], labels, labels[::-1], NAMES, folder / "boxes.png")
+        plots.mask_overlay_grid(images, images > 128, images > 64, folder / "masks.png")
+        plots.gradcam_grid(images, images[..., 0] / 255.0, labels, labels, NAMES, folder / "gradcam.png")
+        plots.accuracy_bars({"scratch": 0.3, "feature_extraction": 0.5, "fine_tuning": 0.6},
+                            folder / "accuracy.png")
+        return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    first, again = draw(tmp_path / "a"), draw(tmp_path / "b")
+    assert len(first) == 5 and first == again
+    for name, data in first.items():
+        assert data.startswith(PNG_MAGIC), name
+        assert _png_text_keys(data) == [], name  # no Software, no date
+
+
+# --------------------------------------------------------------------------------------
+# Grad-CAM of a trained classifier
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_classifier(tmp_path_factory):
+    """The real classifier architecture (flatten head), small, trained a few epochs on the tests'
+    tiny silhouettes under mixed bfloat16: the setting whose Grad-CAM maps came out blank."""
+    import keras
+    from helpers import write_tiny_idx_dataset
+
+    from cnnpipe.data.images import to_model_input
+    from cnnpipe.models.classifier import build_classifier
+    from cnnpipe.training.precision import precision_policy
+
+    data = write_tiny_idx_dataset(tmp_path_factory.mktemp("tiny"), n_train=600, n_test=64)
+    keras.utils.set_random_seed(0)
+    with precision_policy("mixed_bfloat16"):
+        model = build_classifier((28, 28, 1), 10, filters=[8, 16], convs_per_block=1, dropout=0.1, dense=32)
+        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+        model.fit(to_model_input(data.x_train), data.y_train, epochs=3, batch_size=32, verbose=0)
+    return model, to_model_input(data.x_test)
+
+
+def test_gradcam_of_a_trained_classifier_shows_heat_on_every_example(trained_classifier):
+    model, images = trained_classifier
+    assert model.get_layer("backbone").output.dtype == "bfloat16"  # the case that lost the heat
+    maps = gradcam(model, images)
+    assert maps.shape == images.shape[:3] and maps.dtype == np.float32
+    assert zero_maps(maps) == 0
+    flat = maps.reshape(len(maps), -1)
+    assert (flat.std(axis=1) > 0).all()  # no constant map either
+    # Heat is localized: a map covers part of the image, not all of it.
+    assert np.median((flat > 0.5).mean(axis=1)) < 0.5

@@ -174,11 +174,15 @@ def test_versions_are_registered_with_signature_and_input_example(project, mlflo
     logged = mlflow_server.get(f"logged-models/{model_id}")["model"]["info"]
     location = logged["artifact_uri"].removeprefix("mlflow-artifacts:/")
     mlmodel = yaml.safe_load(mlflow_server.artifact(f"{location}/MLmodel"))
-    assert json.loads(mlmodel["signature"]["inputs"])[0]["tensor-spec"]["shape"] == shape
-    assert mlmodel["signature"]["outputs"] and "keras" in mlmodel["flavors"]
+    # Any batch of uint8 images (the model resizes and converts them); a pyfunc with its code.
+    assert json.loads(mlmodel["signature"]["inputs"]) == [
+        {"type": "tensor", "tensor-spec": {"dtype": "uint8", "shape": [-1, -1, -1, -1]}}]
+    assert mlmodel["signature"]["outputs"] and mlmodel["flavors"]["python_function"]["code"] == "code"
+    assert mlmodel["metadata"]["class_names"] == NAMES
     assert mlmodel["saved_input_example_info"]["artifact_path"] == "input_example.json"
-    example = json.loads(mlflow_server.artifact(f"{location}/input_example.json"))
-    assert np.asarray(example).shape[1:] == tuple(shape[1:])
+    example = np.asarray(json.loads(mlflow_server.artifact(f"{location}/input_example.json")))
+    assert example.shape[1:] == tuple(shape[1:]) and example.min() >= 0 and example.max() <= 255
+    assert example.dtype.kind == "i"  # pixels, not floats: what a client sends
     assert v1["tags"]["cnnpipe.class_names"] == json.dumps(NAMES) and v1["run_id"] == logged["source_run_id"]
 
 
@@ -261,6 +265,22 @@ def test_predict_rejects_a_directory_and_a_non_image(project, capsys, tmp_path):
     assert rc == 1 and f"{text}: not a readable image (" in err
     rc, _, err = run_cli(capsys, "predict", "cnnpipe-classifier@nope", str(text))
     assert rc == 1 and "has no @nope version" in err
+    rc, _, err = run_cli(capsys, "predict", "cnnpipe-clasifier", str(text))  # misspelt: named as such
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "cnnpipe-clasifier: no registered model named 'cnnpipe-clasifier' (registered: " in err
+    assert CLASSIFIER in err and "@champion" not in err
+
+
+def test_predict_outside_a_project_names_the_missing_store_and_creates_none(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    write_params(tmp_path / "params.yaml")
+    Image.new("L", (8, 8), 128).save(tmp_path / "x.png")
+    rc, _, err = run_cli(capsys, "predict", CLASSIFIER, str(tmp_path / "x.png"))
+    assert rc == 1 and f"no tracking store at {tmp_path.resolve()}/mlflow.db" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "x.png"]
 
 
 def test_schedule_dry_run_prints_the_next_run_times(capsys):

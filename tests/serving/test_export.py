@@ -3,6 +3,8 @@ choice with its cache, and prediction through the export (tiny models, a few ste
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -88,9 +90,11 @@ def test_choose_predictor_prefers_tflite_caches_it_and_falls_back_to_keras(image
         raise RuntimeError("converter unavailable")
 
     monkeypatch.setattr(backends, "tflite_predictor", broken)
-    with pytest.warns(UserWarning, match="converter unavailable"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed conversion is a reason, not a warning to the user
         predictor, checks = backends.choose_predictor(model, images, cache=tmp_path)
     assert predictor.backend == "keras" and not checks[0].passed
+    assert checks[0].reason() == "tflite could not run this model (RuntimeError: converter unavailable)"
     predictor, checks = backends.choose_predictor(model, images, backends=("keras",))
     assert predictor.backend == "keras" and checks == []
 
@@ -128,7 +132,42 @@ def test_an_unconvertible_model_names_the_op_is_tried_once_and_predicts_through_
         raise AssertionError("converted again despite the cached failure")
 
     monkeypatch.setattr(export, "to_tflite", must_not_convert)
-    with pytest.warns(UserWarning, match="ScaleAndTranslate"):
-        predictor, checks = backends.choose_predictor(model, images, cache=tmp_path)
+    predictor, checks = backends.choose_predictor(model, images, cache=tmp_path)
     assert predictor.backend == "keras" and not checks[0].passed
+    assert checks[0].reason() == "TFLite cannot convert this model (ops with no TFLite kernel: ScaleAndTranslate)"
     np.testing.assert_allclose(predictor(images), model(images).numpy(), atol=1e-6)
+
+
+def test_predict_names_the_backend_and_why_and_a_forced_tflite_that_cannot_serve_fails(images, tmp_path, monkeypatch, caplog):
+    """One line says which backend predicts and why; a failed conversion is named as such (never
+    a failed parity check, never a warning); ``--backend tflite`` that cannot serve is an error."""
+    import keras
+
+    from cnnpipe.errors import ModelError
+
+    monkeypatch.setenv("CNNPIPE_CACHE_DIR", str(tmp_path))
+    inputs = keras.Input((12, 12, 1), name="image")
+    x = keras.layers.Resizing(8, 8, antialias=True)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3)(x))
+    unconvertible = keras.Model(inputs, keras.layers.Softmax()(x))
+    probe = [images[:1, :12, :12]]
+    with caplog.at_level("INFO", logger="cnnpipe"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert predict.choose_backend(unconvertible, probe, "auto").backend == "keras"
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == ("predicting with keras (tflite: TFLite cannot convert this model "
+                    "(ops with no TFLite kernel: ScaleAndTranslate))")
+    assert "parity" not in line and "FAILED" not in line
+    with pytest.raises(ModelError) as raised:
+        predict.choose_backend(unconvertible, probe, "tflite")
+    assert str(raised.value).startswith("--backend tflite: tflite cannot serve this model (tflite: TFLite cannot "
+                                        "convert this model (ops with no TFLite kernel: ScaleAndTranslate))")
+    assert "\n" not in str(raised.value)
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="cnnpipe"):
+        assert predict.choose_backend(tiny_classifier(), [images[:1]], "auto").backend == "tflite"
+        assert predict.choose_backend(tiny_classifier(), [images[:1]], "keras").backend == "keras"
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("predicting with tflite (tflite: its outputs match Keras on 9 inputs (max |diff| ")
+    assert lines[1] == "predicting with keras (--backend keras)" and len(lines) == 2

@@ -44,7 +44,8 @@ def test_predict_refuses_a_registered_model_with_a_lambda_layer(tmp_path, capsys
     import keras
     from PIL import Image
 
-    from cnnpipe.tracking.keras import log_keras_model
+    from cnnpipe.serving.pyfunc import ImageModel, model_files
+    from cnnpipe.tracking.keras import log_pyfunc_model
 
     marker = tmp_path / "pwned"
     inputs = keras.Input((8, 8, 1))
@@ -55,7 +56,14 @@ def test_predict_refuses_a_registered_model_with_a_lambda_layer(tmp_path, capsys
     name = f"lambda-{uuid.uuid4().hex[:8]}"
     params = params_with({"register": {"classifier_name": name}})
     with stage_run("test_lambda", params, param_sections=[], inputs={}, root=tmp_path) as run:
-        info = log_keras_model(run, model, "model", np.zeros((1, 8, 8, 1), np.float32))
+        keras_file = tmp_path / "hostile.keras"
+        model.save(keras_file)
+        served = ImageModel().configure("class", ["a", "b"], model.input_shape)
+        served.model = model
+        example = np.zeros((1, 8, 8, 1), np.uint8)
+        files = model_files(keras_file, {"kind": "class", "class_names": ["a", "b"]}, tmp_path)
+        info = log_pyfunc_model(run, "model", files, input_example=example,
+                                output_example=served.predict(None, example))
         gate = gate_for(params.register, name)
         version = register_version(run.connection.client(), info.model_uri, gate, run_id=run.run_id,
                                    model_id=info.model_id, metrics={}, test_set="t")

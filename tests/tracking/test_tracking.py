@@ -188,9 +188,11 @@ def test_failing_stage_body_marks_the_run_failed(mlflow_server, tmp_path, monkey
 
 def test_epoch_logger_and_keras_model_with_dict_outputs(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
     import keras
-    import mlflow.keras
+    import mlflow.pyfunc
 
-    from cnnpipe.tracking.keras import MlflowEpochLogger, epoch_logger, log_keras_model
+    from cnnpipe.serving.pyfunc import loaded_model
+    from cnnpipe.tracking.keras import MlflowEpochLogger, epoch_logger, log_pyfunc_model
+    from cnnpipe.training.outputs import save_model
 
     root = tiny_project(tmp_path / "proj", "seed: 1\n")
     monkeypatch.chdir(root)
@@ -206,16 +208,24 @@ def test_epoch_logger_and_keras_model_with_dict_outputs(mlflow_server, tmp_path,
 
     with stage_run("train_localizer", params, param_sections=["seed"], inputs={}) as run:
         model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[epoch_logger(run)])
-        info = log_keras_model(run, model, "model", x[:2], metadata={"kind": "box"})
+        save_model(model, tmp_path / "localizer.keras")
+        meta = {"kind": "box", "class_names": ["a", "b", "c"]}
+        served, files = loaded_model(tmp_path / "localizer.keras", meta, tmp_path, "train_localizer")
+        pixels = (x * 255).astype(np.uint8)
+        info = log_pyfunc_model(run, "model", files, input_example=pixels[:2],
+                                output_example=served.predict(None, pixels[:2]), metadata=meta)
 
     history = mlflow_server.get("metrics/get-history", run_id=run.run_id, metric_key="loss")["metrics"]
     assert sorted(m["step"] for m in history) == [0, 1]
     assert isinstance(epoch_logger(run), MlflowEpochLogger)
     signature = info.signature.to_dict()
-    assert sorted(o["name"] for o in json.loads(signature["outputs"])) == ["box", "class"]
-    assert json.loads(signature["inputs"])[0]["tensor-spec"]["shape"] == [-1, 16, 16, 1]
-    loaded = mlflow.keras.load_model(info.model_uri)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0)["box"], model.predict(x, verbose=0)["box"], rtol=1e-6)
+    outputs = sorted(o["name"] for o in json.loads(signature["outputs"]))
+    assert outputs == ["class", "h", "probabilities", "probability", "w", "x", "y"]
+    assert json.loads(signature["inputs"])[0]["tensor-spec"] == {"dtype": "uint8", "shape": [-1, -1, -1, -1]}
+    answers = mlflow.pyfunc.load_model(info.model_uri).predict(pixels)
+    expected = model.predict(pixels.astype(np.float32) / 255, verbose=0)  # what it was fed: the pixels
+    np.testing.assert_allclose(np.stack(answers["probabilities"]), expected["class"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(answers["w"], np.round(expected["box"][:, 2] * 16).astype(int))
 
 
 def test_embedded_store_lives_in_the_original_project(tmp_path, monkeypatch):

@@ -36,7 +36,6 @@ from cnnpipe.training.fit import fit_model
 EPOCHS = 4
 MODEL, SUMMARY, CURVES = "models/classifier.keras", "metrics/train/classifier.json", "plots/history/classifier.csv"
 CHECKPOINT = Path("models/.checkpoints/classifier")
-TIMING = {"seconds_per_epoch", "train_images_per_s", "resumed_from_epoch"}  # differ by nature
 
 # Run the classifier stage with a hook that kills the process (SIGKILL, no clean-up) at a point.
 _HOOKED_STAGE = """
@@ -78,11 +77,13 @@ def _weights_hash(path: Path) -> str:
 
 
 def _outputs(project: Path) -> dict:
-    """The weights, the curves and the summary (less its timing fields) a run left."""
-    summary = {k: v for k, v in read_json(project / SUMMARY).items() if k not in TIMING}
+    """The weights, the model file's bytes, the curves and the summary a run left (timings and the
+    epoch resumed at are in reports/timings, not the summary)."""
+    summary = read_json(project / SUMMARY)
     with open(project / CURVES) as f:
         curves = list(csv.reader(f))
-    return {"weights": _weights_hash(project / MODEL), "curves": curves, "summary": summary}
+    return {"weights": _weights_hash(project / MODEL), "model_bytes": hashlib.sha256((project / MODEL).read_bytes()).hexdigest(),
+            "curves": curves, "summary": summary}
 
 
 def _clear(project: Path) -> None:
@@ -123,7 +124,7 @@ def test_kill_9_after_epoch_2_then_resume_gives_the_uninterrupted_run(project, s
     resumed = _stage(project)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from checkpoint at epoch 2" in resumed.stdout + resumed.stderr
-    assert read_json(project / SUMMARY)["resumed_from_epoch"] == 2
+    assert read_json(project / "reports/timings/classifier.json")["resumed_from_epoch"] == 2
     assert _outputs(project) == straight  # bit-identical weights, the same curves and metrics
     assert not (project / CHECKPOINT).exists()  # removed once the model was in place
 
