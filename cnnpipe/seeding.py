@@ -8,11 +8,13 @@ import os
 log = logging.getLogger("cnnpipe")
 
 
-def set_global_seed(seed: int) -> None:
+def set_global_seed(seed: int, inter_op_threads: int | None = None) -> None:
     """Seed Python, NumPy and TensorFlow and make TF ops deterministic.
 
-    With the same seed, data and thread settings, two runs give the same weights. Call it before
-    any TensorFlow op runs: the inter-op thread count is fixed when TF's runtime starts.
+    With the same seed, data and thread settings, two runs give the same weights; with
+    ``inter_op_threads=1`` (a training section's ``fit.inter_op_threads``) also when other work
+    shares the cores. Call it before any TensorFlow op runs: the inter-op thread count is fixed
+    when TF's runtime starts.
     """
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     import keras
@@ -20,7 +22,8 @@ def set_global_seed(seed: int) -> None:
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    one_inter_op_thread()
+    if inter_op_threads == 1:
+        one_inter_op_thread()
 
 
 def one_inter_op_thread(warn: bool = True) -> None:

@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip", action="append", default=[], choices=names, metavar="STAGE",
                         help=f"leave this stage out (repeatable); one of {', '.join(names)}")
     args = parser.parse_args(argv)
-    # Before any stage starts TensorFlow, so its training stages reproduce (already started, e.g.
-    # when called from a test: the stages' own seeding warns if it matters).
+    # One process, one TensorFlow runtime: every stage gets one inter-op thread (the U-Net's and
+    # transfer's `fit.inter_op_threads`), so the quick profile reproduces under load. Set before
+    # any stage starts TensorFlow (already started, e.g. from a test: left as it is).
     one_inter_op_thread(warn=False)
     current = "stages"
     try:

@@ -21,7 +21,7 @@ def main(params: Params) -> None:
     out = TrainOutputs.named(paths.models, paths.plots, "classifier")
     with stage_run("train_classifier", params, param_sections=["seed", "augment", "train_classifier"],
                    inputs={"classification": data}) as run:
-        set_global_seed(params.seed)
+        set_global_seed(params.seed, params.train_classifier.fit.inter_op_threads)
         prepared = PreparedSet.open(data, producer="prepare_classification")
         train, val = prepared.load("train"), prepared.load("val")
         run.log_dataset(train.images, "classification-train", run.tags["dvc.classification"],

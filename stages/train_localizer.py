@@ -22,7 +22,7 @@ def main(params: Params) -> None:
     out = TrainOutputs.named(paths.models, paths.plots, "localizer")
     with stage_run("train_localizer", params, param_sections=["seed", "augment", "train_classifier", "train_localizer"],
                    inputs={"scenes": scenes, "classifier": classifier}) as run:
-        set_global_seed(params.seed)
+        set_global_seed(params.seed, params.train_localizer.fit.inter_op_threads)
         pretrained = None
         if lp.backbone == "classifier":
             pretrained = load_model(classifier, producer="train_classifier")

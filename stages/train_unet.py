@@ -25,7 +25,7 @@ def main(params: Params) -> None:
         up = up.model_copy(update={"multiclass": True})
     with stage_run("train_unet", params, param_sections=["seed", "augment", "train_unet"],
                    inputs={"scenes": scenes}) as run:
-        set_global_seed(params.seed)
+        set_global_seed(params.seed, params.train_unet.fit.inter_op_threads)
         train = data.split("train")  # streamed from disk when sharded
         labels = split_labels(train)
         # Sharded: the labels stand for the set (MLflow would profile every image in memory).

@@ -21,7 +21,7 @@ def main(params: Params) -> None:
     outs = transfer_outputs(Path(paths.models), Path(paths.plots))
     with stage_run("transfer", params, param_sections=["seed", "augment", "train_classifier", "transfer"],
                    inputs={"scenes": scenes, "classifier": classifier_path}) as run:
-        set_global_seed(params.seed)
+        set_global_seed(params.seed, params.transfer.fit.inter_op_threads)
         classifier = None
         if tp.backbone == "classifier":
             classifier = load_model(classifier_path, producer="train_classifier")

@@ -142,6 +142,7 @@ class FitParams(Section):
     augment: bool
     steps_per_epoch: Positive | None
     precision: Precision
+    inter_op_threads: Positive | None  # 1: bit-reproducible under load; null: TF's default (faster)
 
     def steps(self, n_examples: int) -> int:
         """Optimizer steps per epoch for ``n_examples`` training examples."""

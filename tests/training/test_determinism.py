@@ -16,7 +16,7 @@ from cnnpipe.seeding import set_global_seed
 from cnnpipe.training.outputs import TrainOutputs
 from cnnpipe.training.unet import train_unet
 
-set_global_seed(0)  # first, as the stages do: before any TensorFlow op
+set_global_seed(0, inter_op_threads=1)  # first, as the stages do: before any TensorFlow op
 params = load_params("params.yaml")
 fit = params.train_unet.fit.model_copy(update={"epochs": 1, "batch_size": 64, "precision": "auto"})
 unet = params.train_unet.model_copy(update={"filters": [16, 32, 64, 128], "fit": fit})
