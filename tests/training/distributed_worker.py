@@ -39,7 +39,8 @@ def main(out: Path, strategy: str) -> None:
     x, y = tiny_data(960, seed=1)
     xv, yv = tiny_data(200, seed=2)
     fit = FitParams(epochs=1, batch_size=32, learning_rate=0.01, weight_decay=1e-4, schedule="cosine",
-                    warmup_epochs=0.0, patience=5, augment=False, steps_per_epoch=None, precision="float32")
+                    warmup_epochs=0.0, patience=5, augment=False, steps_per_epoch=None, precision="float32",
+                    inter_op_threads=None)
     params = ClassifierParams(filters=(8, 16), convs_per_block=1, dense=32, dropout=0.0, label_smoothing=0.0, fit=fit)
     outs = TrainOutputs.named(out / "models", out / "plots", "classifier")
     result = train_classifier(Split(x, y), Split(xv, yv), 10, params, AugmentParams(flip=False, shift=0.0, rotation=0.0, zoom=0.0),

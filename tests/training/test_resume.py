@@ -194,7 +194,8 @@ def _sharded_fit(data: Path, work: Path, callbacks=()) -> keras.Model:
     model = keras.Model(inputs, {"class": keras.layers.Dense(2, activation="softmax", name="class")(hidden),
                                  "box": keras.layers.Dense(4, activation="sigmoid", name="box")(hidden)})
     fit = FitParams(epochs=4, batch_size=8, learning_rate=1e-2, weight_decay=1e-4, schedule="cosine",
-                    warmup_epochs=0.5, patience=50, augment=True, steps_per_epoch=None, precision="float32")
+                    warmup_epochs=0.5, patience=50, augment=True, steps_per_epoch=None, precision="float32",
+                    inter_op_threads=None)
     fit_model(model, train, val, fit=fit, loss={"class": "sparse_categorical_crossentropy", "box": "mse"},
               steps_per_epoch=5, checkpoint_dir=work / "ckpt", history_csv=work / "h.csv",
               run_fingerprint="sharded", callbacks=callbacks)

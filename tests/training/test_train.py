@@ -43,7 +43,8 @@ def _fit(tmp_path, epochs, fingerprint="a", callbacks=()):
     set_global_seed(0)
     x, y = _data()
     fit = FitParams(epochs=epochs, batch_size=16, learning_rate=1e-2, weight_decay=1e-4, schedule="cosine",
-                    warmup_epochs=0.5, patience=50, augment=False, steps_per_epoch=None, precision="float32")
+                    warmup_epochs=0.5, patience=50, augment=False, steps_per_epoch=None, precision="float32",
+                    inter_op_threads=None)
     model = build_classifier((8, 8, 1), 2, (4,), 1, 0.0)
     ds = make_dataset(x, y, batch_size=16, training=True, seed=0)
     val = make_dataset(x, y, batch_size=64, training=False, seed=0)
