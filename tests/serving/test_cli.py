@@ -8,8 +8,10 @@ state over the server's REST API; the mutating CLI tests come last.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,16 +120,24 @@ def register_round(root: Path, message: str) -> dict[str, Any]:
             **{t.key: read_json(root / f"metrics/register/{t.key}.json") for t in TASKS.values()}}
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, mlflow_server) -> dict[str, Any]:  # noqa: F811
-    root = tmp_path_factory.mktemp("cli") / "proj"
+
+@contextlib.contextmanager
+def registry_project(tmp_path_factory, name: str, server_url: str) -> Iterator[Path]:
+    """A fresh git project using ``server_url`` for tracking, the current directory while inside,
+    with no inherited tracking URI, parent run or flow run."""
+    root = tmp_path_factory.mktemp(name) / "proj"
     root.mkdir()
     with pytest.MonkeyPatch.context() as mp:
         for var in ("MLFLOW_TRACKING_URI", ENV_PARENT_RUN, ENV_FLOW_RUN):
             mp.delenv(var, raising=False)
         mp.chdir(root)
         git(root, "init", "-q")
-        write_project(root, mlflow_server.url)
+        write_project(root, server_url)
+        yield root
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, mlflow_server) -> dict[str, Any]:  # noqa: F811
+    with registry_project(tmp_path_factory, "cli", mlflow_server.url) as root:
         rounds = [register_round(root, "all four models")]
         write_json(root / "metrics/classifier.json", {"accuracy": 0.5, "macro_f1": 0.4})
         for name in ("transfer/fine_tuning.keras", "localizer.keras", "unet.keras"):

@@ -13,10 +13,9 @@ import pytest
 import yaml
 from mlflow_server import mlflow_server  # noqa: F401  (fixture)
 from PIL import Image
-from serving.test_cli import SCENE, git, run_cli, write_project
+from serving.test_cli import SCENE, git, registry_project, run_cli
 
 from cnnpipe.config import load_params
-from cnnpipe.tracking.runs import ENV_FLOW_RUN, ENV_PARENT_RUN
 
 UNET = "predict-outputs-unet"  # its own name: the server is shared with test_cli.py's registry
 
@@ -26,14 +25,7 @@ def registered(tmp_path_factory, mlflow_server) -> Path:  # noqa: F811
     """A project whose tiny U-Net is registered (and @champion); returns its root."""
     from stages.register import main
 
-    root = tmp_path_factory.mktemp("predict-out") / "proj"
-    root.mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("MLFLOW_TRACKING_URI", ENV_PARENT_RUN, ENV_FLOW_RUN):
-            mp.delenv(var, raising=False)
-        mp.chdir(root)
-        git(root, "init", "-q")
-        write_project(root, mlflow_server.url)
+    with registry_project(tmp_path_factory, "predict-out", mlflow_server.url) as root:
         params = yaml.safe_load((root / "params.yaml").read_text())
         params["register"]["unet_name"] = UNET
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -29,7 +29,7 @@ from mlflow_server import (
     mlflow_server,  # noqa: F401  (fixture)
 )
 from PIL import Image
-from serving.test_cli import NAMES, SCENE, git, write_project
+from serving.test_cli import NAMES, SCENE, git, registry_project
 
 from cnnpipe.config import load_params
 from cnnpipe.data.images import to_model_input
@@ -70,14 +70,7 @@ def registered(tmp_path_factory, mlflow_server) -> dict[str, Any]:  # noqa: F811
     from cnnpipe.training.outputs import save_model
     from stages.register import main
 
-    root = tmp_path_factory.mktemp("pyfunc") / "proj"
-    root.mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("MLFLOW_TRACKING_URI", ENV_PARENT_RUN, ENV_FLOW_RUN):
-            mp.delenv(var, raising=False)
-        mp.chdir(root)
-        git(root, "init", "-q")
-        write_project(root, mlflow_server.url)
+    with registry_project(tmp_path_factory, "pyfunc", mlflow_server.url) as root:
         models = real_models()
         for name, model in models.items():
             save_model(model, root / "models" / name)
